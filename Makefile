@@ -1,0 +1,51 @@
+# The two commands a learner needs: `make lab` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.course-installed
+KERNEL := dl-perf-course
+# pip prints one harmless line per package for this machine's offline package folders; hide those.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup lab test book budget execute sync readme clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import torch, torchvision, helpers"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (DL performance course)"
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	echo '{"ServerApp": {"allow_root": true}}' > $(VENV)/etc/jupyter/jupyter_server_config.d/dl-perf-course.json
+	touch $@
+
+lab: setup  ## open JupyterLab on the chapters
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: setup  ## unit tests, strict nbval on every chapter, jupytext pairing, book.toml checks, book build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+book: setup  ## build the Jupyter Book into _build/html from the stored outputs
+	$(PY) tools/build_book.py
+
+budget: setup  ## execute every chapter; print wall time and peak memory; fail if over budget
+	$(PY) tools/run_notebooks.py --check
+
+execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store their outputs
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+	COURSE_STRICT_WARNINGS=1 $(PY) tools/run_notebooks.py --save $(NB)
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+
+sync: setup  ## update each notebook/.py pair from whichever side changed
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+
+readme: setup  ## regenerate the README's chapter table from book.toml
+	$(PY) tools/readme.py --write
+
+clean:
+	rm -rf _build test-artifacts

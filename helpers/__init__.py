@@ -1,0 +1,36 @@
+"""Helpers for 'Deep Learning Performance Optimization: From Theory to Practice'.
+
+One concern per module; learners are welcome to read them:
+- hardware: device choice and the hardware report
+- measure: latency (torch.utils.benchmark), throughput, comparison tables
+- memory: peak memory of a block of work
+- cost: parameters, FLOPs, serialized size
+- phases: time the phases of a training step
+- data / models / training: the digits data, small models, plain loops
+- ledger: the course's results ledger
+- plots / widgets / checks: charts, live controls, exercise checks
+"""
+
+from .chapter import setup_chapter
+from .checks import check_function, check_number
+from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
+from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
+from .hardware import HardwareReport, hardware_report, pick_device
+from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
+from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput
+from .memory import track_peak_memory
+from .models import small_cnn
+from .phases import PhaseTimes, compare_step_phases, time_step_phases
+from .plots import plot_breakdown, plot_comparison, plot_roofline, plot_sweep
+from .training import evaluate_accuracy, train_epochs
+from .widgets import live_control
+
+__all__ = [
+    "DigitsSplit", "HardwareReport", "PerSampleDigits", "PhaseTimes", "Timing",
+    "check_function", "check_number", "compare_step_phases", "compare_variants", "count_flops", "count_parameters",
+    "evaluate_accuracy", "hardware_report", "ledger_path", "ledger_table", "live_control",
+    "load_digits_split", "load_ledger", "make_entry", "measure_interleaved", "measure_latency", "model_cost",
+    "pick_device", "plot_breakdown", "plot_comparison", "plot_roofline", "plot_sweep",
+    "record_chapter", "serialized_size_bytes", "setup_chapter", "small_cnn", "tensor_loader",
+    "throughput", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
+]

@@ -1,0 +1,118 @@
+"""Where does a training step spend its time? Data, forward, backward, optimizer, timed inside real steps."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import cycle
+
+import torch
+from torch import nn
+
+from .validate import require_instance, require_int
+
+PHASES = ("data", "forward", "backward", "optimizer")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a clock reading covers it (a no-op on the CPU)."""
+    if torch.accelerator.is_available():
+        torch.accelerator.synchronize()
+
+
+@dataclass(frozen=True)
+class PhaseTimes:
+    """Median milliseconds of each phase, and of the whole step, over the measured steps."""
+
+    phases_ms: dict[str, float]
+    step_ms: float
+    steps: int
+
+    def fractions(self) -> dict[str, float]:
+        """Each phase's share of the summed phase medians."""
+        total = sum(self.phases_ms.values())
+        return {name: ms / total for name, ms in self.phases_ms.items()}
+
+
+class _StepRunner:
+    """Runs one training pipeline step by step, reading a synchronised clock at each phase boundary."""
+
+    def __init__(self, model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.model = require_instance("model", model, nn.Module).to(device).train()
+        self.optimizer = require_instance("optimizer", optimizer, torch.optim.Optimizer)
+        self.source, self.device = cycle(batches), device
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.samples: dict[str, list[float]] = {name: [] for name in (*PHASES, "step")}
+
+    def step(self, record: bool) -> None:
+        marks = [time.perf_counter()]
+        inputs, targets = next(self.source)
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
+        synchronize()
+        marks.append(time.perf_counter())
+        loss = self.loss_fn(self.model(inputs), targets)
+        synchronize()
+        marks.append(time.perf_counter())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        synchronize()
+        marks.append(time.perf_counter())
+        self.optimizer.step()
+        synchronize()
+        marks.append(time.perf_counter())
+        if record:
+            for name, start, end in zip(PHASES, marks[:-1], marks[1:]):
+                self.samples[name].append((end - start) * 1e3)
+            self.samples["step"].append((marks[-1] - marks[0]) * 1e3)
+
+    def summary(self) -> PhaseTimes:
+        medians = {name: statistics.median(self.samples[name]) for name in PHASES}
+        return PhaseTimes(medians, statistics.median(self.samples["step"]), len(self.samples["step"]))
+
+
+def compare_step_phases(
+    pipelines: Mapping[str, tuple[nn.Module, Batches, torch.optim.Optimizer]],
+    *,
+    rounds: int = 5,
+    steps_per_round: int = 6,
+    warmup: int = 3,
+    device: torch.device | str = "cpu",
+) -> dict[str, PhaseTimes]:
+    """Time several (model, batches, optimizer) pipelines in alternating rounds; medians per phase.
+
+    The phases depend on each other (backward needs this step's forward), so a benchmark Timer
+    cannot time them in isolation: we read the clock at each boundary of real steps. Alternating
+    rounds spreads slow spells of a shared machine over all pipelines instead of one.
+    """
+    if not isinstance(pipelines, Mapping) or not pipelines:
+        raise ValueError("pipelines must be a non-empty mapping of name -> (model, batches, optimizer)")
+    require_int("rounds", rounds, minimum=1)
+    require_int("steps_per_round", steps_per_round, minimum=1)
+    require_int("warmup", warmup, minimum=0)
+    runners = {name: _StepRunner(*parts, torch.device(device)) for name, parts in pipelines.items()}
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.step(record=False)
+    for _ in range(rounds):
+        for runner in runners.values():
+            for _ in range(steps_per_round):
+                runner.step(record=True)
+    return {name: runner.summary() for name, runner in runners.items()}
+
+
+def time_step_phases(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int = 30,
+    warmup: int = 5,
+    device: torch.device | str = "cpu",
+) -> PhaseTimes:
+    """Median time of each phase of one training pipeline over `steps` steps after `warmup`."""
+    require_int("steps", steps, minimum=1)
+    pipeline = {"pipeline": (model, batches, optimizer)}
+    return compare_step_phases(pipeline, rounds=1, steps_per_round=steps, warmup=warmup, device=device)["pipeline"]

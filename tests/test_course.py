@@ -1,0 +1,67 @@
+"""book.toml is the course's single description: the notebooks, README and environment must agree with it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from helpers.course import ROOT, chapter_table_markdown, launch_badges, load_course
+
+COURSE = load_course()
+
+
+def test_book_toml_lists_exactly_the_notebooks_present():
+    listed = sorted(c.file for c in COURSE.chapters)
+    present = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert listed == present
+
+
+def test_chapter_entries_are_complete():
+    for chapter in COURSE.chapters:
+        assert chapter.title and chapter.hardware and chapter.minutes > 0
+        assert chapter.stem.startswith(f"ch{chapter.number:02d}_")
+
+
+@pytest.mark.parametrize("chapter", COURSE.chapters, ids=lambda c: c.stem)
+def test_title_cell_matches_book_toml(chapter):
+    first = nbformat.read(ROOT / chapter.file, as_version=4).cells[0]
+    assert first.cell_type == "markdown"
+    assert first.source.startswith(f"# Chapter {chapter.number} — {chapter.title}\n")
+    assert launch_badges(COURSE, chapter) in first.source
+    assert f"**Estimated time:** ~{chapter.minutes} min · **Hardware:** {chapter.hardware}" in first.source
+
+
+@pytest.mark.parametrize("chapter", COURSE.chapters, ids=lambda c: c.stem)
+def test_notebook_has_stored_outputs_and_the_course_kernel(chapter):
+    nb = nbformat.read(ROOT / chapter.file, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert all(c.execution_count is not None for c in code), "run `make execute` to store outputs"
+    assert not any(o.output_type == "error" for c in code for o in c.outputs)
+    assert nb.metadata["kernelspec"]["name"] == "dl-perf-course"
+
+
+def test_readme_chapter_table_is_current():
+    assert chapter_table_markdown(COURSE) in (ROOT / "README.md").read_text(), "run `make readme`"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "readme.py"), "--check"], check=True)
+
+
+def test_environment_yml_installs_requirements_txt_with_the_same_python():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_packages = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in conda_packages
+    assert "-r requirements.txt" in pip_section, "Binder/conda must install the same pinned packages"
+    requirement_names = {line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                         if line and not line.startswith("#")}
+    conda_names = {d.split("=")[0].lower() for d in conda_packages}
+    assert conda_names <= {"python", "pip"}, "conda must not install a second copy of a pip-pinned package"
+    assert requirement_names, "requirements.txt lists packages"
+
+
+def test_requirements_are_pinned_exactly():
+    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
+    assert "torch==2.14.1" in lines and "torchvision==0.29.1" in lines

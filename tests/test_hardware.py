@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from helpers.hardware import DEVICE_KINDS, HardwareReport, available_devices, hardware_report, pick_device
+
+
+def test_pick_device_defaults_to_the_first_available_kind():
+    assert pick_device().type == available_devices()[0]
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_pick_device_rejects_unknown_and_unavailable_devices():
+    with pytest.raises(ValueError, match="must be one of 'cuda', 'mps', 'cpu'"):
+        pick_device("tpu")
+    missing = [kind for kind in DEVICE_KINDS if kind not in available_devices()]
+    for kind in missing:
+        with pytest.raises(ValueError, match="not available here"):
+            pick_device(kind)
+
+
+def test_hardware_report_describes_this_machine():
+    report = hardware_report()
+    assert isinstance(report, HardwareReport)
+    assert report.device in DEVICE_KINDS
+    assert report.cpu_isa == torch.backends.cpu.get_cpu_capability()
+    assert report.cpu_cores >= 1
+    assert report.torch_version == torch.__version__
+    line = report.summary_line()
+    assert "\n" not in line and report.cpu_isa in line and f"torch {torch.__version__}" in line
+    assert report.as_dict()["cpu_cores"] == report.cpu_cores
+    if not torch.cuda.is_available():
+        assert report.gpu_tensor_cores is None

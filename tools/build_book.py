@@ -1,0 +1,86 @@
+"""Build the Jupyter Book (1.x, offline) from book.toml and the notebooks' stored outputs.
+
+The Jupyter Book configuration (_config.yml, _toc.yml) is generated into the build folder,
+never committed, so it cannot go stale. Notebooks are not re-executed: the book shows the
+outputs stored in them (the same ones nbval checks).
+
+    python tools/build_book.py [--out _build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helpers.course import Course, load_course  # noqa: E402
+
+
+def config_yaml(course: Course) -> dict:
+    """Jupyter Book's _config.yml: offline build of stored outputs."""
+    return {
+        "title": course.title,
+        "author": ", ".join(course.authors),
+        "only_build_toc_files": True,
+        "execute": {"execute_notebooks": "off"},
+        "repository": {"url": course.repository, "branch": course.branch},
+        "html": {"use_repository_button": True, "use_issues_button": False},
+        "sphinx": {"config": {"html_show_copyright": False, "suppress_warnings": ["mystnb.unknown_mime_type"]}},
+    }
+
+
+def toc_yaml(course: Course) -> dict:
+    """Jupyter Book's _toc.yml: a landing page, then the chapters in book.toml's order."""
+    return {"format": "jb-book", "root": "intro", "chapters": [{"file": c.stem} for c in course.chapters]}
+
+
+def landing_page(readme: str) -> str:
+    """The README as the book's first page, with links to notebooks pointing at the chapter pages."""
+    return re.sub(r"\]\(notebooks/([\w-]+)\.ipynb\)", r"](\1.ipynb)", readme)
+
+
+def write_sources(course: Course, source: Path) -> None:
+    """Lay out the book's source folder: configuration, landing page, chapter notebooks."""
+    if source.exists():
+        shutil.rmtree(source)
+    source.mkdir(parents=True)
+    (source / "_config.yml").write_text(yaml.safe_dump(config_yaml(course), sort_keys=False))
+    (source / "_toc.yml").write_text(yaml.safe_dump(toc_yaml(course), sort_keys=False))
+    (source / "intro.md").write_text(landing_page((ROOT / "README.md").read_text()))
+    for chapter in course.chapters:
+        shutil.copy(ROOT / chapter.file, source / Path(chapter.file).name)
+
+
+def build_book(out: Path) -> Path:
+    """Build HTML into out/html; return the path of its index page."""
+    course = load_course()
+    source = out / "book-src"
+    write_sources(course, source)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jupyter_book), "build", str(source), "--path-output", str(source), "--warningiserror",
+                    "--keep-going", "--quiet"], check=True)
+    html = out / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(source / "_build" / "html", html)
+    return html / "index.html"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "_build")
+    index = build_book(parser.parse_args().out.resolve())
+    print(f"book built: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Execute chapter notebooks in a fresh kernel; print wall time and peak memory; optionally store outputs.
+
+    python tools/run_notebooks.py            # run every chapter in book.toml, print the budget table
+    python tools/run_notebooks.py --save     # ... and store the outputs in the notebooks (nbval's reference)
+    python tools/run_notebooks.py --check    # ... and exit 1 if a chapter is over its budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helpers.course import load_course  # noqa: E402
+from helpers.memory import track_peak_memory  # noqa: E402
+
+KERNEL_NAME = "dl-perf-course"
+BUDGET_S, BUDGET_BYTES = 120.0, 1.5e9
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Wall time and peak resident memory (kernel and its child processes) of one notebook run."""
+
+    notebook: str
+    wall_s: float
+    peak_bytes: int
+
+    @property
+    def within_budget(self) -> bool:
+        return self.wall_s <= BUDGET_S and self.peak_bytes <= BUDGET_BYTES
+
+
+def execute_notebook(path: Path, *, save: bool) -> RunStats:
+    """Run every cell of the notebook in a new kernel, measuring the kernel's process tree."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=600,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    with client.setup_kernel():
+        with track_peak_memory(client.km.provisioner.pid, interval_s=0.05) as peak:
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)
+    wall = time.perf_counter() - start
+    if save:
+        nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3 (DL performance course)",
+                                     "language": "python"}
+        nbformat.write(nb, path)
+    return RunStats(path.name, wall, peak.rss_peak_bytes)
+
+
+def print_table(stats: list[RunStats]) -> None:
+    """The budget table: one row per notebook and a total."""
+    print(f"{'notebook':32} {'wall (s)':>9} {'peak RSS (MB)':>14}  budget ({BUDGET_S:.0f} s, {BUDGET_BYTES / 1e9:.1f} GB)")
+    for s in stats:
+        print(f"{s.notebook:32} {s.wall_s:9.1f} {s.peak_bytes / 1e6:14.0f}  {'ok' if s.within_budget else 'OVER'}")
+    print(f"{'total':32} {sum(s.wall_s for s in stats):9.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapter in book.toml")
+    parser.add_argument("--save", action="store_true", help="store the outputs in the notebooks")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a notebook exceeds its budget")
+    args = parser.parse_args()
+    paths = args.notebooks or [ROOT / c.file for c in load_course().chapters]
+    stats = []
+    for path in paths:
+        print(f"running {path} ...", flush=True)
+        stats.append(execute_notebook(path.resolve(), save=args.save))
+    print_table(stats)
+    return 1 if args.check and not all(s.within_budget for s in stats) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
