@@ -20,8 +20,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (DL performance course)"
-	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
-	echo '{"ServerApp": {"allow_root": true}}' > $(VENV)/etc/jupyter/jupyter_server_config.d/dl-perf-course.json
+	mkdir -p $(VENV)/etc/jupyter
+	echo '{"ServerApp": {"allow_root": true}}' > $(VENV)/etc/jupyter/jupyter_server_config.json
 	touch $@
 
 lab: setup  ## open JupyterLab on the chapters
