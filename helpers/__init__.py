@@ -8,7 +8,8 @@ One concern per module; learners are welcome to read them:
 - phases: time the phases of a training step
 - data / models / training: the digits data, small models, plain loops
 - ledger: the course's results ledger
-- plots / widgets / checks: charts, live controls, exercise checks
+- layers / pruning / zoo: depthwise separable conv, channel pruning, torchvision architectures
+- plots / widgets / checks / source: charts, live controls, exercise checks, showing helper code
 """
 
 from .chapter import setup_chapter
@@ -16,16 +17,22 @@ from .checks import check_function, check_number
 from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
 from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
 from .hardware import HardwareReport, hardware_report, pick_device
+from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
 from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput
 from .memory import track_peak_memory
 from .models import small_cnn
 from .phases import PhaseTimes, compare_step_phases, time_step_phases
-from .plots import plot_breakdown, plot_comparison, plot_roofline, plot_sweep
+from .plots import pareto_front, plot_breakdown, plot_comparison, plot_roofline, plot_sweep, plot_tradeoff
+from .pruning import l1_filter_ranking, prune_channels
+from .source import show_source
 from .training import evaluate_accuracy, train_epochs
 from .widgets import live_control
+from .zoo import ARCHITECTURES, build_architecture, published_top1
 
 __all__ = [
+    "ARCHITECTURES", "DepthwiseSeparableConv", "build_architecture", "l1_filter_ranking", "pareto_front",
+    "plot_tradeoff", "prune_channels", "published_top1", "same_padding", "separable_cost_ratio", "show_source",
     "DigitsSplit", "HardwareReport", "PerSampleDigits", "PhaseTimes", "Timing",
     "check_function", "check_number", "compare_step_phases", "compare_variants", "count_flops", "count_parameters",
     "evaluate_accuracy", "hardware_report", "ledger_path", "ledger_table", "live_control",

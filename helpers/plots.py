@@ -127,3 +127,37 @@ def plot_breakdown(phases_ms: Mapping[str, Mapping[str, float]], *, hardware: st
     ax.legend(ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
     _title(fig, title, hardware)
     return fig
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the points not beaten on both axes: lower x (cost) and higher y (quality)."""
+    front = []
+    for name, (x, y) in points.items():
+        dominated = any(ox <= x and oy >= y and (ox, oy) != (x, y) for ox, oy in points.values())
+        if not dominated:
+            front.append(name)
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def plot_tradeoff(
+    points: Mapping[str, tuple[float, float]], *, xlabel: str, ylabel: str, hardware: str, title: str = "",
+    logx: bool = True,
+) -> Figure:
+    """Scatter of named (cost, quality) points with the Pareto front drawn through the best trade-offs."""
+    if not points:
+        raise ValueError("points must hold at least one (x, y) pair")
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for name, (x, y) in points.items():
+        ax.scatter([x], [y], color=VARIANT_COLOR, zorder=3)
+        ax.annotate(f" {name}", (x, y), fontsize=8)
+    front = pareto_front(points)
+    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color=BASELINE_COLOR,
+            label="Pareto front")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="lower right")
+    _title(fig, title, hardware)
+    return fig
