@@ -1,4 +1,4 @@
-"""Every notebook has a py:percent partner with the same cells (jupytext pairing, `make sync`)."""
+"""Every notebook has a py:percent partner in scripts/ with the same cells (jupytext pairing, `make sync`)."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_and_script_are_in_sync(notebook: Path):
-    script = notebook.with_suffix(".py")
+    script = ROOT / "scripts" / f"{notebook.stem}.py"
     assert script.exists(), f"{script.name} is missing: run `make sync`"
     from_notebook = jupytext.read(notebook)
     from_script = jupytext.read(script)
@@ -20,4 +20,4 @@ def test_notebook_and_script_are_in_sync(notebook: Path):
 
 
 def test_pairing_is_configured():
-    assert 'formats = "ipynb,py:percent"' in (ROOT / "jupytext.toml").read_text()
+    assert 'formats = "notebooks///ipynb,scripts///py:percent"' in (ROOT / "jupytext.toml").read_text()
