@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 KERNEL := dl-perf-course
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
 .PHONY: setup lab test book budget execute sync readme clean
 
@@ -15,7 +15,6 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
