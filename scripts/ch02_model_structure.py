@@ -41,7 +41,7 @@ from torch.nn.utils import prune as torch_prune
 from helpers import (
     ARCHITECTURES, DepthwiseSeparableConv, build_architecture, check_number, compare_variants, count_flops,
     count_parameters, evaluate_accuracy, l1_filter_ranking, ledger_table, live_control, load_digits_split,
-    load_ledger, make_entry, measure_interleaved, model_cost, plot_sweep, plot_tradeoff, prune_channels,
+    load_ledger, make_entry, measure_interleaved, measure_latency, model_cost, plot_sweep, plot_tradeoff, prune_channels,
     published_top1, record_chapter, separable_cost_ratio, serialized_size_bytes, setup_chapter, show_source,
     small_cnn, tensor_loader, train_epochs,
 )
@@ -268,7 +268,7 @@ def pruning_point(ratio: float) -> dict:
     train_epochs(net, train_loader, epochs=1, lr=1e-3, progress=False)
     net.eval()
     with torch.inference_mode():
-        latency = measure_interleaved({"net": lambda: net(test_batch)}, rounds=1, min_run_time=0.3)["net"]
+        latency = measure_latency(lambda: net(test_batch), min_run_time=0.3)
     return {"ratio": ratio, "parameters": count_parameters(net), "MFLOPs": count_flops(net, one_digit) / 1e6,
             "latency_ms (batch 64)": latency.median_ms, "accuracy": evaluate_accuracy(net, digits.x_test, digits.y_test)}
 
