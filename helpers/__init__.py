@@ -2,7 +2,7 @@
 
 One concern per module; learners are welcome to read them:
 - hardware: device choice and the hardware report
-- measure: latency (torch.utils.benchmark), throughput, comparison tables
+- measure: latency (torch.utils.benchmark), throughput, comparison tables, per-layer times
 - memory: peak memory of a block of work
 - cost: parameters, FLOPs, serialized size
 - phases: time the phases of a training step
@@ -19,7 +19,7 @@ from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader
 from .hardware import HardwareReport, hardware_report, pick_device
 from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
-from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput
+from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
 from .memory import track_peak_memory
 from .models import small_cnn
 from .phases import PhaseTimes, compare_step_phases, time_step_phases
@@ -39,5 +39,5 @@ __all__ = [
     "load_digits_split", "load_ledger", "make_entry", "measure_interleaved", "measure_latency", "model_cost",
     "pick_device", "plot_breakdown", "plot_comparison", "plot_roofline", "plot_sweep",
     "record_chapter", "serialized_size_bytes", "setup_chapter", "small_cnn", "tensor_loader",
-    "throughput", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
+    "throughput", "time_layers", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
 ]
