@@ -9,7 +9,7 @@ KERNEL := dl-perf-course
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup lab test book budget execute sync readme clean
+.PHONY: setup browser lab test book budget execute sync readme clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,15 @@ $(STAMP): requirements.txt pyproject.toml
 lab: setup  ## open JupyterLab on the chapters
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
-test: setup  ## unit tests, strict nbval on every chapter, jupytext pairing, book.toml checks, book build
+browser:  ## Debian's Chromium for the browser test: installed with apt when missing and we are root
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium with apt (once)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	  || echo "could not install chromium: the browser test will be skipped (and fail on CI)"; \
+	else echo "chromium is missing and we are not root: the browser test will be skipped (apt-get install chromium)"; fi
+
+test: setup browser  ## unit tests, strict nbval on every chapter, browser test, jupytext pairing, book build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 book: setup  ## build the Jupyter Book into _build/html from the stored outputs

@@ -1,0 +1,198 @@
+"""Learners use the widgets in JupyterLab: drive a real Chromium through each chapter's main widget.
+
+JupyterLab serves a throw-away copy of the notebooks (autosave must not touch the stored outputs).
+Each chapter is run top to bottom in the course's kernel; then its main control is moved to both
+extremes and back, and after each move the widget's output must change and no traceback may appear.
+Screenshots land in test-artifacts/. Without Chromium the test is skipped, except on CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+TOKEN = "course-browser-test"
+CHAPTER_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class WidgetTour:
+    """Which chapter to open, how to find its main control, and the settings to visit in turn."""
+
+    notebook: str
+    cell_marker: str
+    control: str
+    settings: tuple[str, ...]
+
+
+TOURS = [
+    WidgetTour("ch02_model_structure.ipynb", "ratio=widgets.FloatSlider", "slider", ("0.9", "0", "0.5")),
+]
+
+
+def _missing_browser_reason() -> str | None:
+    """Why the browser test cannot run here, or None when it can."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (make test installs it with apt when run as root)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (make setup installs it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {process.returncode}")
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer at {url} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def lab_url(tmp_path_factory) -> Iterator[str]:
+    """A JupyterLab server on 127.0.0.1 serving a copy of the notebooks, with every cell in the DOM."""
+    reason = _missing_browser_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test, but {reason}")
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    settings = work / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(work / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"), "COURSE_STRICT_WARNINGS": "1"}
+    port = _free_port()
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--ServerApp.token={TOKEN}", "--ServerApp.allow_root=True", f"--ServerApp.root_dir={work}"]
+    with open(work / "server.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_server(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(lab_url) -> Iterator[object]:
+    """Debian's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _menu(page, menu: str, item: str) -> None:
+    """Click a JupyterLab menu item, e.g. Run > Run All Cells."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=item).first.click()
+
+
+def _run_all_cells(page) -> None:
+    """Clear the stored outputs, run the notebook top to bottom, and wait until every visible prompt shows [n]."""
+    page.locator(".jp-NotebookPanel .jp-Notebook").wait_for(timeout=60_000)
+    page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=90_000)
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    _menu(page, "Run", "Run All Cells")
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                .map(p => p.textContent.trim()).filter(p => p !== '');
+            return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:?$/.test(p));
+        }""",
+        timeout=CHAPTER_TIMEOUT_S * 1000, polling=1000)
+
+
+def _widget_cell(page, marker: str):
+    """The code cell whose source contains marker."""
+    cell = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-InputArea", has_text=marker))
+    assert cell.count() == 1, f"expected one cell containing {marker!r}, found {cell.count()}"
+    return cell
+
+
+def _set_control(cell, control: str, value: str) -> None:
+    """Move the cell's main control to value, the way a learner would."""
+    if control == "slider":
+        readout = cell.locator(".widget-readout").first
+        readout.click()
+        readout.press("Control+a")
+        readout.type(value)
+        readout.press("Enter")
+    elif control == "buttons":
+        cell.locator(".widget-toggle-button", has_text=value).first.click()
+    else:
+        raise ValueError(f"unknown control kind {control!r}")
+
+
+def _output_text(cell) -> str:
+    return cell.locator(".widget-output").first.inner_text()
+
+
+def _assert_no_traceback(page, where: str) -> None:
+    tracebacks = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                              has_text="Traceback")
+    assert tracebacks.count() == 0, f"traceback on screen {where}: {tracebacks.first.inner_text()[:500]}"
+    assert page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)").count() == 0
+
+
+@pytest.mark.parametrize("tour", TOURS, ids=[t.notebook for t in TOURS])
+def test_main_widget_responds_in_jupyterlab(lab_url, browser, tour: WidgetTour):
+    ARTIFACTS.mkdir(exist_ok=True)
+    stem = Path(tour.notebook).stem
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab_url}/lab/tree/notebooks/{tour.notebook}?token={TOKEN}")
+        _run_all_cells(page)
+        _assert_no_traceback(page, "after running the chapter")
+        cell = _widget_cell(page, tour.cell_marker)
+        cell.scroll_into_view_if_needed()
+        cell.locator(".widget-output").first.wait_for()
+        previous = _output_text(cell)
+        assert previous.strip(), "the widget shows nothing after the chapter ran"
+        cell.screenshot(path=str(ARTIFACTS / f"{stem}-widget-initial.png"))
+        for value in tour.settings:
+            _set_control(cell, tour.control, value)
+            page.wait_for_function(
+                "([el, before]) => el.innerText.trim() !== '' && el.innerText !== before",
+                arg=[cell.locator(".widget-output").first.element_handle(), previous], timeout=60_000, polling=250)
+            page.wait_for_timeout(500)
+            current = _output_text(cell)
+            _assert_no_traceback(page, f"after setting {value}")
+            assert "Could not run this setting" not in current, current
+            cell.screenshot(path=str(ARTIFACTS / f"{stem}-widget-{value}.png"))
+            previous = current
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"{stem}-page.png"))
+        page.close()
