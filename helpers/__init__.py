@@ -2,6 +2,7 @@
 
 One concern per module; learners are welcome to read them:
 - hardware: device choice and the hardware report
+- precision / gpu: autocast and GradScaler the current way; GPU-only copies, TF32, CUDA graphs
 - measure: latency (torch.utils.benchmark), throughput, comparison tables, per-layer times
 - memory: peak memory of a block of work
 - cost: parameters, FLOPs, serialized size
@@ -16,12 +17,17 @@ from .chapter import setup_chapter
 from .checks import check_function, check_number
 from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
 from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
+from .gpu import compare_host_to_device, compare_tf32_matmul, cuda_graph_replay, launch_versus_completion_ms
 from .hardware import HardwareReport, hardware_report, pick_device
 from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
 from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
 from .memory import track_peak_memory
 from .models import small_cnn
+from .precision import (
+    PRECISIONS, amp_train_step, check_precision, explain_precision, make_grad_scaler, precision_mode, precision_point,
+    precision_workload, saved_activation_bytes,
+)
 from .phases import PhaseTimes, compare_step_phases, time_step_phases
 from .plots import pareto_front, plot_breakdown, plot_comparison, plot_roofline, plot_sweep, plot_tradeoff
 from .pruning import l1_filter_ranking, prune_channels
@@ -39,5 +45,8 @@ __all__ = [
     "load_digits_split", "load_ledger", "make_entry", "measure_interleaved", "measure_latency", "model_cost",
     "pick_device", "plot_breakdown", "plot_comparison", "plot_roofline", "plot_sweep",
     "record_chapter", "serialized_size_bytes", "setup_chapter", "small_cnn", "tensor_loader",
+    "PRECISIONS", "amp_train_step", "check_precision", "compare_host_to_device", "compare_tf32_matmul",
+    "cuda_graph_replay", "explain_precision", "launch_versus_completion_ms", "make_grad_scaler", "precision_mode",
+    "precision_point", "precision_workload", "saved_activation_bytes",
     "throughput", "time_layers", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
 ]

@@ -75,6 +75,7 @@ class HardwareReport:
     cpu_isa: str
     cpu_cores: int
     cpu_native_bf16: bool | None
+    cpu_native_fp16: bool | None
     gpu_name: str | None
     gpu_bf16: bool | None
     gpu_tensor_cores: bool | None
@@ -123,6 +124,7 @@ def hardware_report() -> HardwareReport:
     """Detect this machine's CPU, GPU and torch build (cached: the hardware does not change)."""
     flags = _cpu_flags()
     native_bf16 = None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
+    native_fp16 = None if flags is None else bool(flags & {"avx512_fp16", "amx_fp16"})
     gpu_name, gpu_bf16, tensor_cores = _gpu_facts()
     return HardwareReport(
         device=pick_device().type,
@@ -130,6 +132,7 @@ def hardware_report() -> HardwareReport:
         cpu_isa=torch.backends.cpu.get_cpu_capability(),
         cpu_cores=cpu_core_count(),
         cpu_native_bf16=native_bf16,
+        cpu_native_fp16=native_fp16,
         gpu_name=gpu_name,
         gpu_bf16=gpu_bf16,
         gpu_tensor_cores=tensor_cores,

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .precision import amp_train_step, make_grad_scaler
 from .validate import require_instance, require_int, require_number
 
 
@@ -18,8 +19,13 @@ def train_epochs(
     lr: float = 1e-3,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    precision: str = "fp32",
+    anneal: bool = False,
 ) -> list[float]:
-    """Train with Adam and cross-entropy; return the mean loss of each epoch."""
+    """Train with Adam and cross-entropy in the given precision (see amp_train_step); return each epoch's mean loss.
+
+    anneal=True lowers the learning rate along a cosine to zero, which makes the final accuracy steadier.
+    """
     require_instance("model", model, nn.Module)
     require_instance("loader", loader, DataLoader)
     require_int("epochs", epochs, minimum=1)
@@ -27,18 +33,18 @@ def train_epochs(
     device = torch.device(device)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    scaler = make_grad_scaler(precision, device)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader)) if anneal else None
     epoch_losses = []
     bar = tqdm(total=epochs * len(loader), desc="training", leave=False, disable=not progress)
     for _ in range(epochs):
         total, count = 0.0, 0
         for inputs, targets in loader:
             inputs, targets = inputs.to(device), targets.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(targets)
+            loss = amp_train_step(model, inputs, targets, optimizer, scaler, precision)
+            if schedule is not None:
+                schedule.step()
+            total += loss * len(targets)
             count += len(targets)
             bar.update()
         epoch_losses.append(total / count)

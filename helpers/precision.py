@@ -1,0 +1,162 @@
+"""Numeric precision, the current way: torch.amp autocast, GradScaler for fp16, TF32 switches on NVIDIA GPUs."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from .hardware import HardwareReport
+from .measure import measure_latency
+from .memory import track_peak_memory
+from .validate import require_choice, require_instance
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_workload(device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """ResNet-18 with a batch sized so one precision point takes seconds: 64 x 224x224 on a GPU, 8 x 48x48 elsewhere."""
+    device = torch.device(device)
+    batch, size = (64, 224) if device.type == "cuda" else (8, 48)
+    model = resnet18(num_classes=10).to(device)
+    inputs = torch.randn(batch, 3, size, size, device=device)
+    return model, inputs, torch.randint(0, 10, (batch,), device=device)
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """Return precision if this device can run it, else raise a ValueError saying what it can run."""
+    require_choice("precision", precision, PRECISIONS)
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise ValueError(f"tf32 is a mode of NVIDIA tensor cores (Ampere or newer); on {torch.device(device).type} "
+                         f"choose fp32, bf16 or fp16")
+    return precision
+
+
+@contextmanager
+def _tf32_math() -> Iterator[None]:
+    """Let cuBLAS matmuls and cuDNN convolutions use TF32 inside the block; restore the previous settings after."""
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+
+
+@contextmanager
+def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
+    """Run the block in that precision: autocast for bf16 and fp16, TF32 math for tf32, plain fp32 otherwise."""
+    device = torch.device(device)
+    check_precision(precision, device)
+    if precision in AUTOCAST_DTYPES:
+        with torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]):
+            yield
+    elif precision == "tf32":
+        with _tf32_math():
+            yield
+    else:
+        yield
+
+
+def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that scales only for fp16: bf16 keeps fp32's exponent range, so its gradients do not underflow."""
+    check_precision(precision, device)
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+
+
+def amp_train_step(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: str,
+) -> float:
+    """One training step: forward and loss under autocast, backward outside it, the fp16 loss scaled."""
+    with precision_mode(precision, inputs.device):
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute difference, relative to the largest reference magnitude."""
+    return ((output.float() - reference).abs().max() / reference.abs().max()).item()
+
+
+def saved_activation_bytes(model: nn.Module, inputs: torch.Tensor, precision: str) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one forward: what lower precision shrinks.
+
+    The pack hook records each saved tensor's size and keeps only that number (the graph is thrown away
+    without a backward pass); keeping the tensors themselves would tie outputs to their own graph in a
+    reference cycle that Python's garbage collector cannot see.
+    """
+    sizes: list[int] = []
+
+    def record(tensor: torch.Tensor) -> int:
+        sizes.append(tensor.numel() * tensor.element_size())
+        return sizes[-1]
+
+    def refuse(_size: int) -> torch.Tensor:
+        raise RuntimeError("saved_activation_bytes builds a graph for counting only; do not call backward on it")
+
+    with torch.autograd.graph.saved_tensors_hooks(record, refuse), precision_mode(precision, inputs.device):
+        model(inputs)
+    return sum(sizes)
+
+
+def precision_point(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str, *, min_run_time: float = 0.3
+) -> dict:
+    """Inference latency, training-step time, memory kept for backward, and output error against fp32."""
+    require_instance("model", model, nn.Module)
+    check_precision(precision, inputs.device)
+    model.eval()
+    with torch.inference_mode():
+        reference = model(inputs).float()
+        with precision_mode(precision, inputs.device):
+            output = model(inputs)
+            inference = measure_latency(lambda: model(inputs), min_run_time=min_run_time, warmup=1)
+    trainee = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+    scaler = make_grad_scaler(precision, inputs.device)
+    step = measure_latency(lambda: amp_train_step(trainee, inputs, targets, optimizer, scaler, precision),
+                           min_run_time=min_run_time, warmup=1)
+    point = {"precision": precision, "inference_ms": inference.median_ms, "train_step_ms": step.median_ms,
+             "saved_for_backward_MB": saved_activation_bytes(trainee, inputs, precision) / 2**20,
+             "relative_error": _relative_error(output, reference)}
+    if inputs.device.type == "cuda":
+        with track_peak_memory() as memory:
+            amp_train_step(trainee, inputs, targets, optimizer, scaler, precision)
+        point["gpu_peak_MB"] = memory.cuda_peak_bytes / 2**20
+    return point
+
+
+def explain_precision(precision: str, report: HardwareReport) -> str:
+    """One sentence on why this precision is fast or slow on the device the report describes."""
+    require_choice("precision", precision, PRECISIONS)
+    if report.device != "cpu":
+        if precision == "fp32":
+            return f"fp32 on {report.gpu_name}: full precision on the ordinary GPU cores, the baseline."
+        return (f"{precision} on {report.gpu_name}: tensor cores={report.gpu_tensor_cores}, bf16 supported="
+                f"{report.gpu_bf16}. Tensor cores multiply low-precision (or TF32) matrices many times faster.")
+    if precision == "fp32":
+        return f"fp32 on the CPU ({report.cpu_isa}): the format every CPU kernel is tuned for, the baseline."
+    if precision == "tf32":
+        return "tf32 exists only on NVIDIA tensor cores: there is nothing to measure on this device."
+    native = report.cpu_native_bf16 if precision == "bf16" else report.cpu_native_fp16
+    flags = "avx512_bf16 or amx_bf16" if precision == "bf16" else "avx512_fp16 or amx_fp16"
+    if native:
+        return (f"This CPU has native {precision} instructions ({flags}): oneDNN runs convolutions and matmuls "
+                f"in {precision}, moving half the bytes of fp32.")
+    return (f"This CPU has no native {precision} instructions ({flags} missing): each operation converts to fp32 "
+            f"and back, on slower code paths, so {precision} costs time instead of saving it.")
