@@ -8,6 +8,7 @@ One concern per module; learners are welcome to read them:
 - cost: parameters, FLOPs, serialized size
 - phases: time the phases of a training step
 - data / models / training: the digits data, small models, plain loops
+- images / loading: the digits as JPEG files on disk, Datasets, DataLoader measurements
 - ledger: the course's results ledger
 - layers / pruning / zoo: depthwise separable conv, channel pruning, torchvision architectures
 - plots / widgets / checks / source: charts, live controls, exercise checks, showing helper code
@@ -19,9 +20,14 @@ from .cost import count_flops, count_parameters, model_cost, serialized_size_byt
 from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
 from .gpu import compare_host_to_device, compare_tf32_matmul, cuda_graph_replay, launch_versus_completion_ms
 from .hardware import HardwareReport, hardware_report, pick_device
+from .images import DecodedCache, ObjectListCache, cache_root, decode_all, image_folder, write_digit_images
 from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
 from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
+from .loading import (
+    LoaderTiming, compare_loaders, make_loader, measure_loader, normalize_batch, training_throughput,
+    worker_private_memory_bytes,
+)
 from .memory import track_peak_memory
 from .models import small_cnn
 from .precision import (
@@ -48,5 +54,8 @@ __all__ = [
     "PRECISIONS", "amp_train_step", "check_precision", "compare_host_to_device", "compare_tf32_matmul",
     "cuda_graph_replay", "explain_precision", "launch_versus_completion_ms", "make_grad_scaler", "precision_mode",
     "precision_point", "precision_workload", "saved_activation_bytes",
+    "DecodedCache", "LoaderTiming", "ObjectListCache", "cache_root", "compare_loaders", "decode_all",
+    "image_folder", "make_loader", "measure_loader", "normalize_batch", "training_throughput",
+    "worker_private_memory_bytes", "write_digit_images",
     "throughput", "time_layers", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
 ]

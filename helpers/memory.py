@@ -1,4 +1,4 @@
-"""Peak memory: process resident set size (RSS), worker processes included, and CUDA allocations."""
+"""Peak memory of a process tree (proportional set size, so forked workers are not double-counted) and CUDA."""
 
 from __future__ import annotations
 
@@ -11,14 +11,26 @@ import torch
 from .validate import require_int, require_number
 
 
-def process_tree_rss_bytes(pid: int | None = None) -> int:
-    """Resident memory of a process and all its children (DataLoader workers, kernels), in bytes."""
+def _process_memory_bytes(proc: psutil.Process) -> int:
+    """Proportional set size (each shared page split among the processes sharing it); RSS where PSS is unknown."""
+    try:
+        return proc.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return proc.memory_info().rss
+
+
+def process_tree_memory_bytes(pid: int | None = None) -> int:
+    """Memory of a process and all its children (DataLoader workers, kernels, compilers), in bytes.
+
+    Forked DataLoader workers share most pages with their parent; summing RSS would count those pages
+    once per worker. PSS counts each page once in total, which is what the machine really spends.
+    """
     root = psutil.Process(pid)
     total = 0
     for proc in [root, *root.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            total += _process_memory_bytes(proc)
+        except psutil.NoSuchProcess:
             continue
     return total
 
@@ -27,25 +39,25 @@ def process_tree_rss_bytes(pid: int | None = None) -> int:
 class PeakMemory:
     """What a tracked block cost in memory."""
 
-    rss_start_bytes: int = 0
-    rss_peak_bytes: int = 0
+    start_bytes: int = 0
+    peak_bytes: int = 0
     cuda_peak_bytes: int | None = None
 
     @property
-    def rss_increase_bytes(self) -> int:
-        """How far the peak rose above the starting RSS."""
-        return self.rss_peak_bytes - self.rss_start_bytes
+    def increase_bytes(self) -> int:
+        """How far the peak rose above the starting memory."""
+        return self.peak_bytes - self.start_bytes
 
 
 class track_peak_memory:
-    """Context manager sampling RSS of a process tree in a background thread; also CUDA's max allocated.
+    """Context manager sampling the memory (PSS) of a process tree in a background thread; also CUDA's max allocated.
 
     >>> with track_peak_memory() as peak:
     ...     work()
-    >>> peak.rss_peak_bytes
+    >>> peak.peak_bytes
     """
 
-    def __init__(self, pid: int | None = None, *, interval_s: float = 0.005) -> None:
+    def __init__(self, pid: int | None = None, *, interval_s: float = 0.05) -> None:
         self.pid = None if pid is None else require_int("pid", pid, minimum=1)
         self.interval_s = require_number("interval_s", interval_s, strictly_positive=True)
         self.result = PeakMemory()
@@ -59,14 +71,14 @@ class track_peak_memory:
 
     def _update(self) -> None:
         try:
-            rss = process_tree_rss_bytes(self.pid)
+            used = process_tree_memory_bytes(self.pid)
         except psutil.NoSuchProcess:
             return
-        self.result.rss_peak_bytes = max(self.result.rss_peak_bytes, rss)
+        self.result.peak_bytes = max(self.result.peak_bytes, used)
 
     def __enter__(self) -> PeakMemory:
-        self.result.rss_start_bytes = process_tree_rss_bytes(self.pid)
-        self.result.rss_peak_bytes = self.result.rss_start_bytes
+        self.result.start_bytes = process_tree_memory_bytes(self.pid)
+        self.result.peak_bytes = self.result.start_bytes
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

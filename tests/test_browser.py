@@ -42,6 +42,7 @@ class WidgetTour:
 TOURS = [
     WidgetTour("ch02_model_structure.ipynb", "ratio=widgets.FloatSlider", "slider", ("0.9", "0", "0.5")),
     WidgetTour("ch03_hardware.ipynb", "precision=widgets.ToggleButtons", "buttons", ("fp16", "bf16", "fp32")),
+    WidgetTour("ch04_data_pipeline.ipynb", "num_workers=widgets.IntSlider", "slider", ("4", "0", "2")),
 ]
 
 

@@ -3,21 +3,21 @@ import os
 import pytest
 import torch
 
-from helpers.memory import process_tree_rss_bytes, track_peak_memory
+from helpers.memory import process_tree_memory_bytes, track_peak_memory
 
 
-def test_peak_rss_sees_a_large_allocation():
+def test_peak_memory_sees_a_large_allocation():
     with track_peak_memory(interval_s=0.001) as peak:
         block = torch.ones(50_000_000)  # 200 MB, every page touched
         del block
-    assert peak.rss_increase_bytes >= 150_000_000
-    assert peak.rss_peak_bytes >= peak.rss_start_bytes > 0
+    assert peak.increase_bytes >= 150_000_000
+    assert peak.peak_bytes >= peak.start_bytes > 0
     if not torch.cuda.is_available():
         assert peak.cuda_peak_bytes is None
 
 
-def test_process_tree_rss_includes_this_process():
-    assert process_tree_rss_bytes(os.getpid()) >= process_tree_rss_bytes() * 0.9
+def test_process_tree_memory_includes_this_process():
+    assert process_tree_memory_bytes(os.getpid()) >= process_tree_memory_bytes() * 0.9
 
 
 def test_track_peak_memory_rejects_bad_arguments():
