@@ -6,17 +6,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 KERNEL := dl-perf-course
+# With a wheelhouse/ folder (`make wheelhouse`), every install reads only that folder: no network needed.
+PIP_SOURCE := $(if $(wildcard wheelhouse/*.whl),--no-index --find-links wheelhouse)
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup browser lab test book budget execute sync readme clean
+.PHONY: setup browser lab test book budget execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
-	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q $(PIP_SOURCE) -r requirements.txt 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q $(PIP_SOURCE) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (DL performance course)"
 	mkdir -p $(VENV)/etc/jupyter
@@ -47,12 +49,16 @@ execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store 
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 	COURSE_STRICT_WARNINGS=1 $(PY) tools/run_notebooks.py --save $(NB)
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+	$(PY) tools/readme.py --write
 
 sync: setup  ## update each notebook/.py pair from whichever side changed
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
-readme: setup  ## regenerate the README's chapter table from book.toml
+readme: setup  ## regenerate the README's chapter and measured-run tables
 	$(PY) tools/readme.py --write
+
+wheelhouse: setup  ## download every pinned package into wheelhouse/ for offline set-ups (needs the network once)
+	$(PY) -m pip download -q -r requirements.txt "setuptools>=68" -d wheelhouse 2>&1 | $(QUIET_PIP)
 
 clean:
 	rm -rf _build test-artifacts

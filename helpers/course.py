@@ -35,6 +35,7 @@ class Course:
     repository: str
     branch: str
     chapters: tuple[Chapter, ...]
+    colab_packages: tuple[str, ...] = ()
 
     @property
     def github_path(self) -> str:
@@ -53,22 +54,68 @@ def load_course(path: Path | str = BOOK_TOML) -> Course:
     numbers = [c.number for c in chapters]
     if numbers != list(range(1, len(chapters) + 1)):
         raise ValueError(f"chapter numbers in {path} must run 1, 2, ... in order, got {numbers}")
-    return Course(meta["title"], tuple(meta["authors"]), meta["repository"], meta["branch"], chapters)
+    return Course(meta["title"], tuple(meta["authors"]), meta["repository"], meta["branch"], chapters,
+                  tuple(data.get("colab", {}).get("packages", ())))
+
+
+def pinned_requirement(name: str, requirements: Path = ROOT / "requirements.txt") -> str:
+    """The 'name==version' line for a package in requirements.txt."""
+    for line in requirements.read_text().splitlines():
+        if line.split("==")[0].strip().lower() == name.lower():
+            return line.strip()
+    raise ValueError(f"{name} is not pinned in {requirements}")
+
+
+def colab_setup_source(course: Course) -> str:
+    """Every chapter's first code cell: on Colab only, install the helpers (and what Colab lacks) once, quietly."""
+    packages = [f"dl-perf-course-helpers @ git+{course.repository}@{course.branch}",
+                *(pinned_requirement(name) for name in course.colab_packages)]
+    package_lines = "".join(f'        "{package}",\n' for package in packages)
+    return (
+        "# On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)\n"
+        "import importlib.util\n"
+        "import subprocess\n"
+        "import sys\n"
+        "\n"
+        'if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None:\n'
+        "    packages = [\n"
+        f"{package_lines}"
+        "    ]\n"
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)\n'
+        "    importlib.invalidate_caches()\n"
+        '    print("Colab: installed the course helpers")'
+    )
+
+
+COLAB_BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+BINDER_BADGE = "[![Launch Binder](https://mybinder.org/badge_logo.svg)]"
+
+
+def colab_url(course: Course, chapter: Chapter) -> str:
+    """Colab opens the chapter straight from GitHub."""
+    return f"https://colab.research.google.com/github/{course.github_path}/blob/{course.branch}/{chapter.file}"
+
+
+def binder_url(course: Course, query: str) -> str:
+    """Binder builds the repository, then opens what query names (labpath=... or urlpath=...)."""
+    return f"https://mybinder.org/v2/gh/{course.github_path}/{course.branch}?{query}"
 
 
 def launch_badges(course: Course, chapter: Chapter) -> str:
     """Markdown for the 'Open in Colab' and 'Launch Binder' badges of one chapter."""
-    colab = f"https://colab.research.google.com/github/{course.github_path}/blob/{course.branch}/{chapter.file}"
-    binder = f"https://mybinder.org/v2/gh/{course.github_path}/{course.branch}?labpath={chapter.file}"
-    return (
-        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}) "
-        f"[![Launch Binder](https://mybinder.org/badge_logo.svg)]({binder})"
-    )
+    return f"{COLAB_BADGE}({colab_url(course, chapter)}) {BINDER_BADGE}({binder_url(course, f'labpath={chapter.file}')})"
+
+
+def course_badges(course: Course) -> str:
+    """Markdown badges for the whole course: Binder opens JupyterLab on notebooks/, Colab opens chapter 1."""
+    return (f"{BINDER_BADGE}({binder_url(course, 'urlpath=lab/tree/notebooks')}) "
+            f"{COLAB_BADGE}({colab_url(course, course.chapters[0])})")
 
 
 def chapter_table_markdown(course: Course) -> str:
-    """The README's chapter table."""
-    lines = ["| # | Chapter | Notebook | Time | Hardware |", "|---|---|---|---|---|"]
+    """The README's chapter table, with each chapter's launch badges."""
+    lines = ["| # | Chapter | Notebook | Time | Hardware | Launch |", "|---|---|---|---|---|---|"]
     for c in course.chapters:
-        lines.append(f"| {c.number} | {c.title} | [`{c.file}`]({c.file}) | ~{c.minutes} min | {c.hardware} |")
+        lines.append(f"| {c.number} | {c.title} | [`{c.file}`]({c.file}) | ~{c.minutes} min | {c.hardware} "
+                     f"| {launch_badges(course, c)} |")
     return "\n".join(lines)

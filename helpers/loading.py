@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -27,6 +28,7 @@ def make_loader(
     persistent_workers: bool = False,
     prefetch_factor: int = 2,
     start_method: str | None = None,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader:
     """A shuffling DataLoader whose settings are checked with messages that say what is allowed."""
     require_instance("dataset", dataset, Dataset)
@@ -38,7 +40,7 @@ def make_loader(
     workers = {}
     if num_workers > 0:
         workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor,
-                   "multiprocessing_context": start_method}
+                   "multiprocessing_context": start_method, "worker_init_fn": worker_init_fn}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This DataLoader will create")  # measure_loader records it
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin_memory,
@@ -127,16 +129,23 @@ def training_throughput(loader: DataLoader, model: nn.Module, *, max_batches: in
             "loader + training": images / (time.perf_counter() - start)}
 
 
-def worker_private_memory_bytes(dataset: Dataset, *, num_workers: int = 2, batch_size: int = 64) -> int:
+def collect_garbage(_worker_id: int) -> None:
+    """A worker_init_fn that runs one full garbage collection, as a long-running worker eventually does."""
+    gc.collect()
+
+
+def worker_private_memory_bytes(dataset: Dataset, *, num_workers: int = 2, batch_size: int = 64,
+                                run_gc: bool = False) -> int:
     """Private memory (USS) of forked DataLoader workers, summed, after each has served its share of one epoch.
 
     Forked workers start by sharing every page with the parent; a page becomes private to a worker
-    when the worker writes to it, for example to update the reference count of a Python object.
+    when the worker writes to it, for example to update the reference count of a Python object, or
+    when the garbage collector scans objects (run_gc=True makes each worker run one full collection).
     """
     require_int("num_workers", num_workers, minimum=1)
     before = {child.pid for child in psutil.Process().children()}
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=True,
-                         start_method="fork")
+                         start_method="fork", worker_init_fn=collect_garbage if run_gc else None)
     for _ in loader:
         pass
     workers = [child for child in psutil.Process().children() if child.pid not in before]

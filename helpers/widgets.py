@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -29,12 +31,16 @@ def live_control(render: Callable[..., object], **controls: widgets.ValueWidget)
 
     def refresh(_change: object = None) -> None:
         output.outputs = ()
-        with output:
-            try:
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
                 result = render(**{name: c.value for name, c in controls.items()})
-            except RECOVERABLE as error:
-                output.append_display_data(error_html(error))
-                return
+        except RECOVERABLE as error:
+            result = error_html(error)
+        # Set from the kernel, in order: what render printed, then its result (capturing the prints
+        # through the front end instead races with the result and can hide it).
+        if printed.getvalue():
+            output.append_stdout(printed.getvalue())
         if result is not None:
             output.append_display_data(result)
 

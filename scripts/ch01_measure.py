@@ -31,6 +31,21 @@
 # The helpers package holds the measurement code that every chapter shares; read it in `helpers/`.
 
 # %%
+# On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None:
+    packages = [
+        "dl-perf-course-helpers @ git+https://github.com/dl-perf-course/dl-performance-workbook@main",
+        "torch-pruning==1.6.1",
+    ]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)
+    importlib.invalidate_caches()
+    print("Colab: installed the course helpers")
+
+# %%
 # NBVAL_IGNORE_OUTPUT
 import time
 

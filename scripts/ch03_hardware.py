@@ -30,6 +30,21 @@
 # ## Setup
 
 # %%
+# On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None:
+    packages = [
+        "dl-perf-course-helpers @ git+https://github.com/dl-perf-course/dl-performance-workbook@main",
+        "torch-pruning==1.6.1",
+    ]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)
+    importlib.invalidate_caches()
+    print("Colab: installed the course helpers")
+
+# %%
 # NBVAL_IGNORE_OUTPUT
 import os
 
@@ -255,11 +270,11 @@ print(explain_precision("bf16", hw))
 workload = precision_workload(device)
 
 
-def precision_report(precision: str) -> None:
-    """Show one measured precision point of the workload, and the reason it is fast or slow here."""
+def precision_report(precision: str) -> pd.DataFrame:
+    """One measured precision point of the workload, after the reason it is fast or slow here."""
     point = precision_point(*workload, precision)
-    display(pd.DataFrame([point]).set_index("precision").round(4))
     print(explain_precision(precision, hw))
+    return pd.DataFrame([point]).set_index("precision").round(4)
 
 
 # %%

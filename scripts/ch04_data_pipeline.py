@@ -30,7 +30,24 @@
 # ## Setup
 
 # %%
+# On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None:
+    packages = [
+        "dl-perf-course-helpers @ git+https://github.com/dl-perf-course/dl-performance-workbook@main",
+        "torch-pruning==1.6.1",
+    ]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)
+    importlib.invalidate_caches()
+    print("Colab: installed the course helpers")
+
+# %%
 # NBVAL_IGNORE_OUTPUT
+import gc
+
 import ipywidgets as widgets
 import pandas as pd
 import psutil
@@ -123,6 +140,24 @@ workers = [child for child in psutil.Process().children() if child.pid not in be
 print(f"new processes while the loader runs: {len(workers)}; each has its own PID: "
       f"{len({w.pid for w in workers} | {psutil.Process().pid}) == len(workers) + 1}")
 del iterator
+
+# %% [markdown]
+# On Linux the workers start with `fork`: each is a copy of this kernel that shares every memory page
+# with it until one side writes to that page, which then gets copied (copy-on-write). Python's garbage
+# collector writes into the header of every object it scans, so a collection inside a worker can copy
+# much of the notebook's heap, once per worker. `gc.freeze()` moves every object alive now into a
+# generation the collector never scans (the `gc` module's documentation recommends it before forking).
+# The private memory of two workers over one epoch, each running one full collection as it starts
+# (as a long-running worker eventually does by itself), before and after freezing:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+private_before = worker_private_memory_bytes(files, run_gc=True)
+gc.collect()
+gc.freeze()
+private_after = worker_private_memory_bytes(files, run_gc=True)
+print(f"private memory of 2 workers: {private_before / 1e6:.0f} MB before gc.freeze(), "
+      f"{private_after / 1e6:.0f} MB after")
 
 # %% [markdown]
 # ### Explore: the workers widget
@@ -339,6 +374,7 @@ ledger_table(entries).round(2)
 # 1. Measure the loader and the model separately before tuning either: speeding up the one that
 #    is not the bottleneck buys nothing.
 # 2. `num_workers` starts processes; throughput rises until the cores are busy, and each worker
-#    costs start-up time (`persistent_workers` pays it once). Keep the Dataset in an importable module.
+#    costs start-up time (`persistent_workers` pays it once). Keep the Dataset in an importable module,
+#    and call `gc.freeze()` before forking workers so that the collector does not copy the parent's heap.
 # 3. Cache decoded data as one contiguous tensor, keep random augmentation on the fly, and cache
 #    only what fits in RAM.

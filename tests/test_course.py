@@ -1,5 +1,6 @@
 """book.toml is the course's single description: the notebooks, README and environment must agree with it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,21 @@ def test_requirements_are_pinned_exactly():
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
     assert "torch==2.14.1" in lines and "torchvision==0.29.1" in lines
+
+
+def test_binder_installs_the_same_requirements_with_cpu_torch():
+    env = yaml.safe_load((ROOT / "binder" / "environment.yml").read_text())
+    root_env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_packages = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert conda_packages == [d for d in root_env["dependencies"] if isinstance(d, str)]
+    assert pip_section == ["--extra-index-url https://download.pytorch.org/whl/cpu", "-r ../requirements.txt"]
+
+
+def test_binder_post_build_installs_the_helpers_and_the_chapters_kernel():
+    post_build = ROOT / "binder" / "postBuild"
+    assert os.access(post_build, os.X_OK), "Binder runs postBuild only when it is executable"
+    text = post_build.read_text()
+    kernel = nbformat.read(ROOT / COURSE.chapters[0].file, as_version=4).metadata["kernelspec"]["name"]
+    assert "pip install --quiet --no-deps -e ." in text
+    assert f"ipykernel install --sys-prefix --name {kernel} " in text

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from helpers.hardware import DEVICE_KINDS, HardwareReport, available_devices, hardware_report, pick_device
+from helpers.hardware import (
+    DEVICE_KINDS, HardwareReport, available_devices, cgroup_cpu_limit, hardware_report, pick_device,
+)
 
 
 def test_pick_device_defaults_to_the_first_available_kind():
@@ -30,3 +32,15 @@ def test_hardware_report_describes_this_machine():
     assert report.as_dict()["cpu_cores"] == report.cpu_cores
     if not torch.cuda.is_available():
         assert report.gpu_tensor_cores is None
+
+
+@pytest.mark.parametrize(("content", "cores"), [("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1),
+                                                ("max 100000\n", None), ("garbage\n", None)])
+def test_cgroup_cpu_limit_reads_the_container_quota(tmp_path, content, cores):
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(content)
+    assert cgroup_cpu_limit(cpu_max) == cores
+
+
+def test_cgroup_cpu_limit_without_a_cgroup_file(tmp_path):
+    assert cgroup_cpu_limit(tmp_path / "missing") is None

@@ -133,3 +133,19 @@ def test_compare_loaders_returns_one_row_per_loader(digits_root):
 def test_normalize_batch_maps_bytes_to_unit_range():
     images = torch.tensor([0, 255], dtype=torch.uint8)
     assert torch.equal(normalize_batch(images), torch.tensor([-1.0, 1.0]))
+
+
+def test_make_loader_passes_the_worker_init_function(digits_root):
+    from helpers.loading import collect_garbage
+
+    loader = make_loader(image_folder(digits_root), num_workers=1, worker_init_fn=collect_garbage)
+    assert loader.worker_init_fn is collect_garbage
+    assert make_loader(image_folder(digits_root)).worker_init_fn is None
+
+
+def test_worker_private_memory_is_measured_for_each_new_worker(digits_root):
+    from helpers import worker_private_memory_bytes
+
+    assert worker_private_memory_bytes(image_folder(digits_root), num_workers=2, run_gc=True) > 0
+    with pytest.raises(ValueError, match="num_workers"):
+        worker_private_memory_bytes(image_folder(digits_root), num_workers=0)

@@ -1,4 +1,5 @@
 import ipywidgets as widgets
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -58,3 +59,16 @@ def test_live_control_rejects_bad_controls():
         live_control(lambda: None)
     with pytest.raises(TypeError, match="must be an ipywidgets value widget"):
         live_control(lambda n: None, n=3)
+
+
+def test_live_control_shows_what_render_printed_then_its_result():
+    def render(n):
+        print(f"warned about {n}")
+        return pd.DataFrame({"n": [n]})
+
+    slider = widgets.IntSlider(value=1, min=0, max=3)
+    output = live_control(render, n=slider).children[1]
+    slider.value = 2
+    assert [o["output_type"] for o in output.outputs] == ["stream", "display_data"]
+    assert output.outputs[0]["text"] == "warned about 2\n"
+    assert "text/html" in output.outputs[1]["data"]

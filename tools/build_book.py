@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,41 @@ def landing_page(readme: str) -> str:
     return re.sub(r"\]\(notebooks/([\w-]+)\.ipynb\)", r"](\1.ipynb)", readme)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_NOTE = ("*Live control: open this chapter in JupyterLab, Colab or Binder to move it. "
+               "Below, its output at the default setting, measured when the chapter was executed.*")
+
+
+def widget_outputs(state: dict, model_id: str) -> list[dict]:
+    """The outputs a widget shows: those held by the Output widgets among it and its children."""
+    model = state.get(model_id)
+    if model is None:
+        return []
+    if model["model_name"] == "OutputModel":
+        return list(model["state"]["outputs"])
+    children = model["state"].get("children", [])
+    return [output for child in children for output in widget_outputs(state, child.removeprefix("IPY_MODEL_"))]
+
+
+def freeze_widgets(nb: nbformat.NotebookNode) -> None:
+    """Replace each widget view (which needs a kernel) by a note and the outputs stored in its state."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        frozen = []
+        for output in cell.outputs:
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view is None:
+                frozen.append(output)
+                continue
+            frozen.append(nbformat.v4.new_output("display_data", data={"text/markdown": WIDGET_NOTE}))
+            frozen.extend(nbformat.from_dict(stored) for stored in widget_outputs(state, view["model_id"]))
+        cell.outputs = frozen
+    nb.metadata.pop("widgets", None)
+
+
 def write_sources(course: Course, source: Path) -> None:
     """Lay out the book's source folder: configuration, landing page, chapter notebooks."""
     if source.exists():
@@ -56,7 +92,9 @@ def write_sources(course: Course, source: Path) -> None:
     (source / "_toc.yml").write_text(yaml.safe_dump(toc_yaml(course), sort_keys=False))
     (source / "intro.md").write_text(landing_page((ROOT / "README.md").read_text()))
     for chapter in course.chapters:
-        shutil.copy(ROOT / chapter.file, source / Path(chapter.file).name)
+        nb = nbformat.read(ROOT / chapter.file, as_version=4)
+        freeze_widgets(nb)
+        nbformat.write(nb, source / Path(chapter.file).name)
 
 
 def build_book(out: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Keep the README's chapter table in step with book.toml.
+"""Keep the README's generated parts in step: the badges and chapter table (from book.toml) and the
+measured runs (from the metadata that `make execute` stores in each notebook with its outputs).
 
     python tools/readme.py --write   # rewrite the table between the markers
     python tools/readme.py --check   # exit 1 if the table is stale
@@ -10,22 +11,47 @@ import argparse
 import sys
 from pathlib import Path
 
+import nbformat
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import chapter_table_markdown, load_course  # noqa: E402
+from helpers.course import Course, chapter_table_markdown, course_badges, load_course  # noqa: E402
 
 README = ROOT / "README.md"
-START, END = "<!-- chapters:start (generated from book.toml by `make readme`) -->", "<!-- chapters:end -->"
+BADGES = ("<!-- badges:start (generated from book.toml by `make readme`) -->", "<!-- badges:end -->")
+CHAPTERS = ("<!-- chapters:start (generated from book.toml by `make readme`) -->", "<!-- chapters:end -->")
+RUNS = ("<!-- runs:start (generated from the notebooks' stored runs by `make readme`) -->", "<!-- runs:end -->")
+
+
+def measured_runs_markdown(course: Course) -> str:
+    """Wall time and peak memory of the run that produced each chapter's stored outputs, and the machine."""
+    lines = ["| # | Executed in | Peak memory (PSS) | Machine |", "|---|---|---|---|"]
+    for chapter in course.chapters:
+        run = nbformat.read(ROOT / chapter.file, as_version=4).metadata.get("course_run")
+        if run is None:
+            lines.append(f"| {chapter.number} | not recorded: run `make execute` | | |")
+        else:
+            lines.append(f"| {chapter.number} | {run['wall_s']:.0f} s | {run['peak_mb']} MB | {run['machine'].replace(' | ', '; ')} |")
+    return "\n".join(lines)
+
+
+def replace_between(text: str, markers: tuple[str, str], content: str) -> str:
+    """text with what lies between the two markers replaced by content."""
+    start, end = markers
+    if start not in text or end not in text:
+        raise ValueError(f"README.md must contain the markers {start!r} and {end!r}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{content}\n{end}{tail}"
 
 
 def render(text: str) -> str:
-    """README text with the chapter table between the markers regenerated."""
-    if START not in text or END not in text:
-        raise ValueError(f"README.md must contain the markers {START!r} and {END!r}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{chapter_table_markdown(load_course())}\n{END}{tail}"
+    """README text with both generated tables regenerated."""
+    course = load_course()
+    text = replace_between(text, BADGES, course_badges(course))
+    text = replace_between(text, CHAPTERS, chapter_table_markdown(course))
+    return replace_between(text, RUNS, measured_runs_markdown(course))
 
 
 def main() -> int:
@@ -38,7 +64,7 @@ def main() -> int:
     if args.write:
         README.write_text(fresh)
     if args.check and fresh != current:
-        print("README.md's chapter table is stale: run `make readme`")
+        print("README.md's generated tables are stale: run `make readme`")
         return 1
     return 0
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from helpers.course import load_course  # noqa: E402
+from helpers.hardware import hardware_report  # noqa: E402
 from helpers.memory import track_peak_memory  # noqa: E402
 
 KERNEL_NAME = "dl-perf-course"
@@ -38,6 +39,11 @@ class RunStats:
     def within_budget(self) -> bool:
         return self.wall_s <= BUDGET_S and self.peak_bytes <= BUDGET_BYTES
 
+    def as_metadata(self) -> dict:
+        """What the stored notebook records about the run that produced its outputs (the README shows it)."""
+        return {"wall_s": round(self.wall_s, 1), "peak_mb": round(self.peak_bytes / 1e6),
+                "machine": hardware_report().summary_line()}
+
 
 def execute_notebook(path: Path, *, save: bool) -> RunStats:
     """Run every cell of the notebook in a new kernel, measuring the kernel's process tree."""
@@ -50,12 +56,14 @@ def execute_notebook(path: Path, *, save: bool) -> RunStats:
         with track_peak_memory(client.km.provisioner.pid, interval_s=0.5) as peak:
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index)
-    wall = time.perf_counter() - start
+    stats = RunStats(path.name, time.perf_counter() - start, peak.peak_bytes)
     if save:
         nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3 (DL performance course)",
                                      "language": "python"}
+        nb.metadata["course_run"] = stats.as_metadata()
+        client.set_widgets_metadata()  # each widget's state, so the book can show its output without a kernel
         nbformat.write(nb, path)
-    return RunStats(path.name, wall, peak.peak_bytes)
+    return stats
 
 
 def print_table(stats: list[RunStats]) -> None:
