@@ -34,24 +34,35 @@ def test_colab_cell_installs_the_pinned_extra_packages():
     assert '"torch-pruning==1.6.1"' in source
 
 
-def _package_copy(folder: Path) -> Path:
-    """What pip needs to build the helpers package, copied so that its build files stay out of the checkout."""
-    if not folder.exists():
-        shutil.copytree(ROOT / "helpers", folder / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+def _package_wheel(folder: Path) -> Path:
+    """A wheel of the helpers package, built from a copy so that build files stay out of the checkout.
+
+    The cell then installs a ready wheel: pip's isolated build would refuse the PIP_TARGET the test sets.
+    """
+    wheels = folder / "wheels"
+    if not wheels.exists():
+        source = folder / "source"
+        shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
         for name in ("pyproject.toml", "README.md"):
-            shutil.copy(ROOT / name, folder / name)
-    return folder
+            shutil.copy(ROOT / name, source / name)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(source), "-w", str(wheels)],
+                       check=True, capture_output=True)
+    return next(wheels.glob("*.whl"))
 
 
 def _run_cell(tmp_path: Path, *, on_colab: bool) -> subprocess.CompletedProcess:
-    """Run the cell with python -S in tmp_path, pip installing into tmp_path/site from a copy of this checkout."""
-    package = _package_copy(tmp_path / "package")
-    source = colab_setup_source(COURSE).replace(f"git+{COURSE.repository}@{COURSE.branch}", package.as_uri())
+    """Run the cell with python -S in tmp_path, pip installing into tmp_path/site a wheel of this checkout."""
+    source = colab_setup_source(COURSE)
+    if on_colab:
+        wheel = _package_wheel(tmp_path / "package")
+        source = source.replace(f"git+{COURSE.repository}@{COURSE.branch}", wheel.as_uri())
     site = tmp_path / "site"
     env = {**os.environ, "PIP_TARGET": str(site), "PYTHONPATH": str(site)}
     code = (FAKE_COLAB if on_colab else "") + source
-    return subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300, check=True)
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_colab_cell_does_nothing_elsewhere(tmp_path):
