@@ -25,8 +25,8 @@ from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
 from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
 from .loading import (
-    LoaderTiming, compare_loaders, make_loader, measure_loader, normalize_batch, training_throughput,
-    worker_private_memory_bytes,
+    LoaderTiming, child_pids, compare_loaders, make_loader, measure_loader, new_child_processes, normalize_batch,
+    training_throughput, worker_private_memory_bytes,
 )
 from .memory import track_peak_memory
 from .models import small_cnn
@@ -54,8 +54,8 @@ __all__ = [
     "PRECISIONS", "amp_train_step", "check_precision", "compare_host_to_device", "compare_tf32_matmul",
     "cuda_graph_replay", "explain_precision", "launch_versus_completion_ms", "make_grad_scaler", "precision_mode",
     "precision_point", "precision_workload", "saved_activation_bytes",
-    "DecodedCache", "LoaderTiming", "ObjectListCache", "cache_root", "compare_loaders", "decode_all",
-    "image_folder", "make_loader", "measure_loader", "normalize_batch", "training_throughput",
+    "DecodedCache", "LoaderTiming", "ObjectListCache", "cache_root", "child_pids", "compare_loaders", "decode_all",
+    "image_folder", "make_loader", "measure_loader", "new_child_processes", "normalize_batch", "training_throughput",
     "worker_private_memory_bytes", "write_digit_images",
     "throughput", "time_layers", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
 ]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from .measure import measure_interleaved
-from .precision import precision_mode
+from .measure import measure_interleaved, measure_latency
+from .precision import precision_mode, relative_error
 from .validate import require_int
 
 
@@ -60,8 +60,8 @@ def compare_tf32_matmul(size: int = 4096) -> pd.DataFrame:
     rows = []
     for precision in ("fp32", "tf32"):
         with precision_mode(precision, device):
-            timing = measure_interleaved({precision: lambda: a @ b}, rounds=1, min_run_time=0.5)[precision]
-            error = ((a @ b - exact).abs().max() / exact.abs().max()).item()
+            timing = measure_latency(lambda: a @ b, min_run_time=0.5)
+            error = relative_error(a @ b, exact)
         rows.append({"precision": precision, "median_ms": timing.median_ms, "relative_error": error})
     return pd.DataFrame(rows).set_index("precision")
 

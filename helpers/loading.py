@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
 import pandas as pd
 import psutil
@@ -16,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .measure import measure_latency
+from .precision import amp_train_step, make_grad_scaler
 from .validate import require_instance, require_int
 
 
@@ -61,13 +63,11 @@ def _epoch(loader: DataLoader, max_batches: int | None) -> tuple[float, float, i
     """(seconds to first batch, seconds for the remaining batches, images in the remaining batches)."""
     start = time.perf_counter()
     first_at, images = None, 0
-    for index, (inputs, _targets) in enumerate(loader):
+    for inputs, _targets in islice(loader, max_batches):
         if first_at is None:
             first_at = time.perf_counter()
         else:
             images += len(inputs)
-        if max_batches is not None and index + 1 >= max_batches:
-            break
     return first_at - start, time.perf_counter() - first_at, images
 
 
@@ -110,23 +110,30 @@ def normalize_batch(images: torch.Tensor) -> torch.Tensor:
 def training_throughput(loader: DataLoader, model: nn.Module, *, max_batches: int | None = None) -> dict[str, float]:
     """Images/s of the loader alone, the training step alone (on one batch held in memory), and both together."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = make_grad_scaler("fp32", torch.device("cpu"))
 
     def train_step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(normalize_batch(inputs)), targets).backward()
-        optimizer.step()
+        amp_train_step(model, normalize_batch(inputs), targets, optimizer, scaler, "fp32")
 
     inputs, targets = next(iter(loader))
     step = measure_latency(lambda: train_step(inputs, targets), min_run_time=1.0)
     loading = measure_loader(loader, max_batches=max_batches).images_per_s
     start, images = time.perf_counter(), 0
-    for index, (batch_inputs, batch_targets) in enumerate(loader):
+    for batch_inputs, batch_targets in islice(loader, max_batches):
         train_step(batch_inputs, batch_targets)
         images += len(batch_inputs)
-        if max_batches is not None and index + 1 >= max_batches:
-            break
     return {"loader alone": loading, "training step alone": len(inputs) / step.median_s,
             "loader + training": images / (time.perf_counter() - start)}
+
+
+def child_pids() -> set[int]:
+    """PIDs of this process's children now (to tell which ones a loader starts later)."""
+    return {child.pid for child in psutil.Process().children()}
+
+
+def new_child_processes(before: set[int]) -> list[psutil.Process]:
+    """Children of this process that were not among the PIDs in before: the workers a loader started."""
+    return [child for child in psutil.Process().children() if child.pid not in before]
 
 
 def collect_garbage(_worker_id: int) -> None:
@@ -143,12 +150,11 @@ def worker_private_memory_bytes(dataset: Dataset, *, num_workers: int = 2, batch
     when the garbage collector scans objects (run_gc=True makes each worker run one full collection).
     """
     require_int("num_workers", num_workers, minimum=1)
-    before = {child.pid for child in psutil.Process().children()}
+    before = child_pids()
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=True,
                          start_method="fork", worker_init_fn=collect_garbage if run_gc else None)
     for _ in loader:
         pass
-    workers = [child for child in psutil.Process().children() if child.pid not in before]
-    total = sum(worker.memory_full_info().uss for worker in workers)
+    total = sum(worker.memory_full_info().uss for worker in new_child_processes(before))
     del loader
     return total

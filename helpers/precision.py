@@ -88,7 +88,7 @@ def amp_train_step(
     return loss.item()
 
 
-def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     """Largest absolute difference, relative to the largest reference magnitude."""
     return ((output.float() - reference).abs().max() / reference.abs().max()).item()
 
@@ -133,7 +133,7 @@ def precision_point(
                            min_run_time=min_run_time, warmup=1)
     point = {"precision": precision, "inference_ms": inference.median_ms, "train_step_ms": step.median_ms,
              "saved_for_backward_MB": saved_activation_bytes(trainee, inputs, precision) / 2**20,
-             "relative_error": _relative_error(output, reference)}
+             "relative_error": relative_error(output, reference)}
     if inputs.device.type == "cuda":
         with track_peak_memory() as memory:
             amp_train_step(trainee, inputs, targets, optimizer, scaler, precision)

@@ -324,9 +324,9 @@ else:
 
 # %% [markdown]
 # ## 7. What the source article got wrong
-# The article's mixed-precision snippet:
+# The article's mixed-precision snippet, quoted as written (outdated: do not copy it):
 # ```python
-# from torch.cuda.amp import autocast
+# from torch.cuda.amp import autocast  # the article's deprecated import
 # with autocast():
 #     outputs = model(inputs)
 #     loss = loss_fn(outputs, targets)
@@ -345,7 +345,7 @@ else:
 # %%
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    torch.cuda.amp.autocast(enabled=False)
+    torch.cuda.amp.autocast(enabled=False)  # the article's deprecated call, run on purpose to show its warning
 print("warnings raised by the article's autocast:", sorted({w.category.__name__ for w in caught}))
 
 # %% [markdown]

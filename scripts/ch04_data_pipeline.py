@@ -55,9 +55,10 @@ import torch
 from torchvision.transforms import v2
 
 from helpers import (
-    DecodedCache, ObjectListCache, image_folder, check_number, compare_loaders, ledger_table, live_control, make_entry,
-    make_loader, measure_loader, normalize_batch, pick_device, plot_sweep, record_chapter, setup_chapter, show_source,
-    small_cnn, training_throughput, worker_private_memory_bytes, write_digit_images,
+    DecodedCache, ObjectListCache, check_number, child_pids, compare_loaders, image_folder, ledger_table, live_control,
+    make_entry, make_loader, measure_loader, new_child_processes, normalize_batch, pick_device, plot_sweep,
+    record_chapter, setup_chapter, show_source, small_cnn, training_throughput, worker_private_memory_bytes,
+    write_digit_images,
 )
 
 hw = setup_chapter(4)
@@ -133,10 +134,10 @@ print(f"On {hw.label}: {verdict}.")
 # begins, each holding its own copy of the Dataset object. Count the processes while a loader runs:
 
 # %%
-before = {child.pid for child in psutil.Process().children()}
+before = child_pids()
 iterator = iter(make_loader(files, num_workers=2))
 next(iterator)
-workers = [child for child in psutil.Process().children() if child.pid not in before]
+workers = new_child_processes(before)
 print(f"new processes while the loader runs: {len(workers)}; each has its own PID: "
       f"{len({w.pid for w in workers} | {psutil.Process().pid}) == len(workers) + 1}")
 del iterator
@@ -147,16 +148,16 @@ del iterator
 # collector writes into the header of every object it scans, so a collection inside a worker can copy
 # much of the notebook's heap, once per worker. `gc.freeze()` moves every object alive now into a
 # generation the collector never scans (the `gc` module's documentation recommends it before forking).
-# The private memory of two workers over one epoch, each running one full collection as it starts
+# The private memory of one worker over one epoch, running one full collection as it starts
 # (as a long-running worker eventually does by itself), before and after freezing:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-private_before = worker_private_memory_bytes(files, run_gc=True)
+private_before = worker_private_memory_bytes(files, num_workers=1, run_gc=True)
 gc.collect()
 gc.freeze()
-private_after = worker_private_memory_bytes(files, run_gc=True)
-print(f"private memory of 2 workers: {private_before / 1e6:.0f} MB before gc.freeze(), "
+private_after = worker_private_memory_bytes(files, num_workers=1, run_gc=True)
+print(f"private memory of 1 worker: {private_before / 1e6:.0f} MB before gc.freeze(), "
       f"{private_after / 1e6:.0f} MB after")
 
 # %% [markdown]

@@ -149,3 +149,13 @@ def test_worker_private_memory_is_measured_for_each_new_worker(digits_root):
     assert worker_private_memory_bytes(image_folder(digits_root), num_workers=2, run_gc=True) > 0
     with pytest.raises(ValueError, match="num_workers"):
         worker_private_memory_bytes(image_folder(digits_root), num_workers=0)
+
+
+def test_new_child_processes_finds_the_workers_a_loader_starts(digits_root):
+    from helpers import child_pids, new_child_processes
+
+    before = child_pids()
+    iterator = iter(make_loader(image_folder(digits_root), num_workers=2))
+    next(iterator)
+    assert len(new_child_processes(before)) == 2
+    del iterator

@@ -108,3 +108,9 @@ def test_gpu_measurements_say_clearly_that_they_need_cuda():
                  lambda: cuda_graph_replay(small_cnn((4,)), torch.randn(1, 1, 8, 8))):
         with pytest.raises(ValueError, match="needs a CUDA GPU; this machine has none"):
             call()
+
+
+def test_relative_error_is_the_largest_difference_over_the_largest_reference():
+    from helpers.precision import relative_error
+
+    assert relative_error(torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0])) == 0.25
