@@ -3,7 +3,8 @@
 One concern per module; learners are welcome to read them:
 - hardware: device choice and the hardware report
 - precision / gpu: autocast and GradScaler the current way; GPU-only copies, TF32, CUDA graphs
-- measure: latency (torch.utils.benchmark), throughput, comparison tables, per-layer times
+- measure: latency (torch.utils.benchmark), per-call percentiles, throughput, comparison tables, per-layer times
+- claims: speed-ups with a 95% interval over paired rounds, and the verdict on a claimed threshold
 - memory: peak memory of a block of work
 - cost: parameters, FLOPs, serialized size
 - phases: time the phases of a training step
@@ -15,6 +16,7 @@ One concern per module; learners are welcome to read them:
 """
 
 from .chapter import setup_chapter
+from .claims import Claim, Ratio, claims_table, make_claim, paired_ratio, report_claim
 from .checks import check_function, check_number
 from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
 from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
@@ -22,10 +24,14 @@ from .gpu import compare_host_to_device, compare_tf32_matmul, cuda_graph_replay,
 from .hardware import HardwareReport, hardware_report, pick_device
 from .images import DecodedCache, ObjectListCache, cache_root, decode_all, image_folder, write_digit_images
 from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
-from .ledger import ledger_path, ledger_table, load_ledger, make_entry, record_chapter
-from .measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
+from .ledger import ledger_path, ledger_table, load_claims, load_ledger, make_entry, record_chapter
+from .measure import (
+    Percentiles, Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency,
+    measure_percentiles, synchronize, synchronized_clock, throughput, time_layers, timing_table,
+)
 from .loading import (
-    LoaderTiming, child_pids, compare_loaders, make_loader, measure_loader, new_child_processes, normalize_batch,
+    LoaderTiming, child_pids, compare_loaders, loader_table, make_loader, measure_loader, measure_loaders,
+    new_child_processes, normalize_batch,
     training_throughput, worker_private_memory_bytes,
 )
 from .memory import track_peak_memory
@@ -41,21 +47,3 @@ from .source import show_source
 from .training import evaluate_accuracy, train_epochs
 from .widgets import live_control
 from .zoo import ARCHITECTURES, build_architecture, published_top1
-
-__all__ = [
-    "ARCHITECTURES", "DepthwiseSeparableConv", "build_architecture", "l1_filter_ranking", "pareto_front",
-    "plot_tradeoff", "prune_channels", "published_top1", "same_padding", "separable_cost_ratio", "show_source",
-    "DigitsSplit", "HardwareReport", "PerSampleDigits", "PhaseTimes", "Timing",
-    "check_function", "check_number", "compare_step_phases", "compare_variants", "count_flops", "count_parameters",
-    "evaluate_accuracy", "hardware_report", "ledger_path", "ledger_table", "live_control",
-    "load_digits_split", "load_ledger", "make_entry", "measure_interleaved", "measure_latency", "model_cost",
-    "pick_device", "plot_breakdown", "plot_comparison", "plot_roofline", "plot_sweep",
-    "record_chapter", "serialized_size_bytes", "setup_chapter", "small_cnn", "tensor_loader",
-    "PRECISIONS", "amp_train_step", "check_precision", "compare_host_to_device", "compare_tf32_matmul",
-    "cuda_graph_replay", "explain_precision", "launch_versus_completion_ms", "make_grad_scaler", "precision_mode",
-    "precision_point", "precision_workload", "saved_activation_bytes",
-    "DecodedCache", "LoaderTiming", "ObjectListCache", "cache_root", "child_pids", "compare_loaders", "decode_all",
-    "image_folder", "make_loader", "measure_loader", "new_child_processes", "normalize_batch", "training_throughput",
-    "worker_private_memory_bytes", "write_digit_images",
-    "throughput", "time_layers", "time_step_phases", "track_peak_memory", "train_epochs", "upsample",
-]

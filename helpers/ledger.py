@@ -1,4 +1,4 @@
-"""The course's results ledger: each chapter records its measured results; chapter 8 reads them all."""
+"""The course's results ledger: each chapter records its measured results and claims; chapter 8 reads them all."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .claims import Claim, Ratio
 from .validate import require_instance, require_int, require_number
 
 LEDGER_ENV = "COURSE_LEDGER"
@@ -37,6 +38,8 @@ class LedgerEntry:
     baseline: float
     optimized: float
     speedup: float
+    speedup_interval: tuple[float, float] | None
+    gain: str
     hardware: str
     extras: dict = field(default_factory=dict)
 
@@ -51,9 +54,15 @@ def make_entry(
     optimized: float,
     higher_is_better: bool,
     hardware: str,
+    ratio: Ratio | None = None,
     extras: dict | None = None,
 ) -> LedgerEntry:
-    """Build an entry; speedup > 1 means the technique helped, whichever way the metric points."""
+    """Build an entry; speedup > 1 means the technique helped, whichever way the metric points.
+
+    A measured speed-up passes its `ratio` (median and 95% interval over paired rounds): the entry
+    keeps the interval, and records 'no gain' when the interval includes 1.0. Without a ratio the
+    numbers are exact (sizes, counts) and the gain follows from the speed-up alone.
+    """
     require_int("chapter", chapter, minimum=1)
     for name, text in (("technique", technique), ("metric", metric), ("unit", unit), ("hardware", hardware)):
         require_instance(name, text, str)
@@ -62,44 +71,71 @@ def make_entry(
     baseline = require_number("baseline", baseline, strictly_positive=True)
     optimized = require_number("optimized", optimized, strictly_positive=True)
     require_instance("higher_is_better", higher_is_better, bool)
-    speedup = optimized / baseline if higher_is_better else baseline / optimized
     extras = {} if extras is None else dict(require_instance("extras", extras, dict))
-    return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, hardware, extras)
+    if ratio is not None:
+        require_instance("ratio", ratio, Ratio)
+        return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, ratio.median,
+                           (ratio.low, ratio.high), ratio.gain, hardware, extras)
+    speedup = optimized / baseline if higher_is_better else baseline / optimized
+    gain = "gain" if speedup > 1 else "loss" if speedup < 1 else "no gain"
+    return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, None, gain, hardware, extras)
+
+
+def _read(path: Path | None) -> dict[str, list[dict]]:
+    """The ledger file's entries and claims (both empty if the file does not exist yet)."""
+    path = ledger_path() if path is None else Path(path)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    return {"entries": stored.get("entries", []), "claims": stored.get("claims", [])}
 
 
 def load_ledger(path: Path | None = None) -> list[dict]:
-    """All entries in the ledger (empty list if it does not exist yet)."""
-    path = ledger_path() if path is None else Path(path)
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())["entries"]
+    """All result entries in the ledger (empty list if it does not exist yet)."""
+    return _read(path)["entries"]
 
 
-def _write_atomically(path: Path, entries: list[dict]) -> None:
+def load_claims(path: Path | None = None) -> list[dict]:
+    """All claims in the ledger, each with its interval and verdict."""
+    return _read(path)["claims"]
+
+
+def _write_atomically(path: Path, content: dict[str, list[dict]]) -> None:
     """Write to a temporary file beside the target, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ledger-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
-        json.dump({"entries": entries}, handle, indent=2)
+        json.dump(content, handle, indent=2)
     os.replace(tmp, path)
 
 
-def record_chapter(chapter: int, entries: list[LedgerEntry], path: Path | None = None) -> Path:
-    """Replace every ledger entry of `chapter` with `entries`; other chapters are kept."""
+def _unique_names(kind: str, chapter: int, items: list, cls: type, name_of) -> None:
+    """Each item is a cls of this chapter, and no name repeats."""
+    names = [name_of(require_instance(kind, item, cls)) for item in items]
+    if any(item.chapter != chapter for item in items):
+        raise ValueError(f"every {kind} must belong to chapter {chapter}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} names must be unique within a chapter, got {names}")
+
+
+def record_chapter(chapter: int, entries: list[LedgerEntry], claims: list[Claim] = (), *,
+                   path: Path | None = None) -> Path:
+    """Replace every ledger entry and claim of `chapter` with these; other chapters are kept."""
     require_int("chapter", chapter, minimum=1)
-    techniques = [require_instance("entry", e, LedgerEntry).technique for e in entries]
-    if any(e.chapter != chapter for e in entries):
-        raise ValueError(f"every entry must belong to chapter {chapter}")
-    if len(set(techniques)) != len(techniques):
-        raise ValueError(f"technique ids must be unique within a chapter, got {techniques}")
+    _unique_names("entry", chapter, list(entries), LedgerEntry, lambda e: e.technique)
+    _unique_names("claim", chapter, list(claims), Claim, lambda c: c.name)
     path = ledger_path() if path is None else Path(path)
-    kept = [e for e in load_ledger(path) if e["chapter"] != chapter]
-    _write_atomically(path, kept + [asdict(e) for e in entries])
+    stored = _read(path)
+    _write_atomically(path, {
+        "entries": [e for e in stored["entries"] if e["chapter"] != chapter] + [asdict(e) for e in entries],
+        "claims": [c for c in stored["claims"] if c["chapter"] != chapter] + [c.as_dict() for c in claims],
+    })
     return path
 
 
 def ledger_table(entries: list[dict] | list[LedgerEntry]) -> pd.DataFrame:
-    """Entries as a table indexed by (chapter, technique)."""
-    rows = [asdict(e) if isinstance(e, LedgerEntry) else e for e in entries]
-    columns = ["chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "hardware"]
+    """Entries as a table indexed by (chapter, technique); the interval as two columns (empty when exact)."""
+    rows = [asdict(e) if isinstance(e, LedgerEntry) else dict(e) for e in entries]
+    for row in rows:
+        row["speedup_low"], row["speedup_high"] = row.get("speedup_interval") or (None, None)
+    columns = ["chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_low",
+               "speedup_high", "gain", "hardware"]
     return pd.DataFrame(rows, columns=columns).set_index(["chapter", "technique"])

@@ -88,18 +88,31 @@ def measure_loader(loader: DataLoader, *, epochs: int = 1, max_batches: int | No
                         warnings=tuple(dict.fromkeys(str(w.message) for w in caught)))
 
 
-def compare_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2, max_batches: int | None = None) -> pd.DataFrame:
-    """Median images/s and time to first batch of each loader over alternating one-epoch rounds."""
+def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2,
+                    max_batches: int | None = None) -> dict[str, list[LoaderTiming]]:
+    """One epoch of each loader per round, the loaders alternating; every round's timing of each loader."""
+    if not isinstance(loaders, Mapping) or not loaders:
+        raise ValueError("loaders must be a non-empty mapping of name -> DataLoader")
     require_int("rounds", rounds, minimum=1)
     timings: dict[str, list[LoaderTiming]] = {name: [] for name in loaders}
     for _ in range(rounds):
         for name, loader in loaders.items():
             timings[name].append(measure_loader(loader, max_batches=max_batches))
+    return timings
+
+
+def loader_table(timings: Mapping[str, list[LoaderTiming]]) -> pd.DataFrame:
+    """Median images/s and time to the first batch of each loader over its rounds, and any warnings."""
     rows = [{"loader": name, "images_per_s": statistics.median(t.images_per_s for t in runs),
              "first_batch_ms": statistics.median(t.first_batch_s[0] for t in runs) * 1e3,
              "warnings": " ".join(dict.fromkeys(w for t in runs for w in t.warnings))}
             for name, runs in timings.items()]
     return pd.DataFrame(rows).set_index("loader")
+
+
+def compare_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2, max_batches: int | None = None) -> pd.DataFrame:
+    """Median images/s and time to first batch of each loader over alternating one-epoch rounds."""
+    return loader_table(measure_loaders(loaders, rounds=rounds, max_batches=max_batches))
 
 
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,14 @@
-"""Honest timing: warm-up, device synchronisation, many runs, median and spread."""
+"""Honest timing: warm-up, device synchronisation, many calls, alternating rounds, medians and tails."""
 
 from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -17,35 +19,68 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
 
+def synchronize() -> None:
+    """Wait for work queued on a GPU (CUDA, MPS, ...) so that a clock reading covers it; a no-op on the CPU."""
+    if torch.accelerator.is_available():
+        torch.accelerator.synchronize()
+
+
+def synchronized_clock() -> float:
+    """Seconds on a monotonic clock, read after the accelerator has finished its queued work."""
+    synchronize()
+    return time.perf_counter()
+
+
 @dataclass(frozen=True)
 class Timing:
-    """Summary of many timed runs of one piece of work."""
+    """Many timed calls of one piece of work, grouped in blocks (one block = several calls, timed together).
+
+    torch.utils.benchmark times a block of `calls_per_block` calls and divides by their number, so
+    the spread we can see is the spread of block means, which is narrower than the spread of single
+    calls. For the tail of single calls, use `measure_percentiles`.
+    """
 
     median_s: float
-    iqr_s: float
-    runs: int
+    block_iqr_s: float
+    blocks: int
+    calls: int
+    round_medians_s: tuple[float, ...]
 
     @property
     def median_ms(self) -> float:
-        """Median wall time in milliseconds."""
+        """Median time per call in milliseconds."""
         return self.median_s * 1e3
 
     @property
-    def iqr_ms(self) -> float:
-        """Interquartile range (spread of the middle half of runs) in milliseconds."""
-        return self.iqr_s * 1e3
+    def block_iqr_ms(self) -> float:
+        """Interquartile range of the block means (the middle half of the blocks) in milliseconds."""
+        return self.block_iqr_s * 1e3
 
 
 def _timer(fn: Callable[[], object], num_threads: int) -> benchmark.Timer:
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
+    """A benchmark Timer whose clock synchronises any accelerator, CUDA and MPS alike."""
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads, timer=synchronized_clock)
 
 
-def _summarise(block_times: list[float]) -> Timing:
-    """Median and IQR of per-call times pooled from several measurement blocks."""
-    if len(block_times) < 2:
-        return Timing(median_s=block_times[0], iqr_s=0.0, runs=len(block_times))
-    q1, median, q3 = statistics.quantiles(block_times, n=4, method="inclusive")
-    return Timing(median_s=median, iqr_s=q3 - q1, runs=len(block_times))
+def _summarise(rounds: list[benchmark.Measurement]) -> Timing:
+    """Median and IQR of the block means pooled over rounds; the calls behind them; each round's median."""
+    blocks = [t for m in rounds for t in m.times]
+    q1, median, q3 = (statistics.quantiles(blocks, n=4, method="inclusive") if len(blocks) > 1
+                      else (blocks[0],) * 3)
+    calls = sum(len(m.times) * m.number_per_run for m in rounds)
+    return Timing(median, q3 - q1, len(blocks), calls, tuple(m.median for m in rounds))
+
+
+def _thread_counts(names: list, num_threads: int | Mapping | None) -> dict:
+    """Threads per variant: torch's current count, one count for all, or one per variant."""
+    if num_threads is None:
+        return {name: torch.get_num_threads() for name in names}
+    if isinstance(num_threads, Mapping):
+        if set(num_threads) != set(names):
+            raise ValueError(f"num_threads must name every variant: {names}, got {list(num_threads)}")
+        return {name: require_int(f"num_threads[{name!r}]", num_threads[name], minimum=1) for name in names}
+    count = require_int("num_threads", num_threads, minimum=1)
+    return {name: count for name in names}
 
 
 def measure_interleaved(
@@ -54,14 +89,14 @@ def measure_interleaved(
     rounds: int = 3,
     min_run_time: float = 0.5,
     warmup: int = 2,
-    num_threads: int | None = None,
+    num_threads: int | Mapping[str, int] | None = None,
 ) -> dict[str, Timing]:
     """Time several variants in alternating rounds, so that a slow spell of the machine hits them all alike.
 
     Each round gives every variant min_run_time / rounds seconds of torch.utils.benchmark's
-    blocked_autorange (which synchronises the device); the per-call times of all rounds are pooled.
-    torch.utils.benchmark.Timer runs on ONE thread unless told otherwise: we pass torch's current
-    thread count so the numbers match what the notebook experiences.
+    blocked_autorange, whose clock synchronises the GPU. torch.utils.benchmark.Timer runs on ONE
+    thread unless told otherwise: by default we pass torch's current thread count so the numbers
+    match what the notebook experiences; a mapping gives each variant its own count.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> callable")
@@ -70,16 +105,16 @@ def measure_interleaved(
     require_int("rounds", rounds, minimum=1)
     require_number("min_run_time", min_run_time, strictly_positive=True)
     require_int("warmup", warmup, minimum=0)
-    threads = torch.get_num_threads() if num_threads is None else require_int("num_threads", num_threads, minimum=1)
+    threads = _thread_counts(list(variants), num_threads)
     for fn in variants.values():
         for _ in range(warmup):
             fn()
-    timers = {name: _timer(fn, threads) for name, fn in variants.items()}
-    pooled: dict[str, list[float]] = {name: [] for name in variants}
+    timers = {name: _timer(fn, threads[name]) for name, fn in variants.items()}
+    measured: dict[str, list[benchmark.Measurement]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, timer in timers.items():
-            pooled[name] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
-    return {name: _summarise(times) for name, times in pooled.items()}
+            measured[name].append(timer.blocked_autorange(min_run_time=min_run_time / rounds))
+    return {name: _summarise(runs) for name, runs in measured.items()}
 
 
 def measure_latency(
@@ -89,10 +124,43 @@ def measure_latency(
     warmup: int = 2,
     num_threads: int | None = None,
 ) -> Timing:
-    """Median wall time of fn() after warm-up, synchronising the device (see measure_interleaved)."""
+    """Median time per call of fn() after warm-up, synchronising the device (see measure_interleaved)."""
     timings = measure_interleaved({"fn": fn}, rounds=1, min_run_time=min_run_time, warmup=warmup,
                                   num_threads=num_threads)
     return timings["fn"]
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Per-call latency: the median and the tail (95th and 99th percentiles) of single timed calls."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    calls: int
+
+
+def latency_percentiles(call_times_s: list[float]) -> Percentiles:
+    """Median, p95 and p99 (linear interpolation between order statistics) of per-call times in seconds."""
+    if len(call_times_s) < 2:
+        raise ValueError(f"percentiles need at least 2 timed calls, got {len(call_times_s)}")
+    p50, p95, p99 = np.percentile(np.asarray(call_times_s) * 1e3, [50, 95, 99])
+    return Percentiles(float(p50), float(p95), float(p99), len(call_times_s))
+
+
+def measure_percentiles(fn: Callable[[], object], *, calls: int = 200, warmup: int = 5) -> Percentiles:
+    """Time `calls` single calls of fn() after warm-up, each between two synchronised clock readings."""
+    require_callable("fn", fn)
+    require_int("calls", calls, minimum=2)
+    require_int("warmup", warmup, minimum=0)
+    for _ in range(warmup):
+        fn()
+    call_times_s = []
+    for _ in range(calls):
+        start = synchronized_clock()
+        fn()
+        call_times_s.append(synchronized_clock() - start)
+    return latency_percentiles(call_times_s)
 
 
 def throughput(items: int, seconds: float) -> float:
@@ -100,6 +168,26 @@ def throughput(items: int, seconds: float) -> float:
     require_int("items", items, minimum=1)
     require_number("seconds", seconds, strictly_positive=True)
     return items / seconds
+
+
+def timing_table(timings: Mapping[str, Timing], *, baseline: str | None = None,
+                 items_per_call: int | None = None) -> pd.DataFrame:
+    """Median per call, block spread, calls and speedup against the baseline (the first variant unless named)."""
+    if not isinstance(timings, Mapping) or not timings:
+        raise ValueError("timings must be a non-empty mapping of name -> Timing")
+    baseline = next(iter(timings)) if baseline is None else baseline
+    if baseline not in timings:
+        raise ValueError(f"baseline {baseline!r} is not one of the variants: {', '.join(map(str, timings))}")
+    if items_per_call is not None:
+        require_int("items_per_call", items_per_call, minimum=1)
+    rows = []
+    for name, t in timings.items():
+        row = {"variant": name, "median_ms": t.median_ms, "block_iqr_ms": t.block_iqr_ms, "calls": t.calls,
+               "speedup": timings[baseline].median_s / t.median_s}
+        if items_per_call is not None:
+            row["items_per_s"] = throughput(items_per_call, t.median_s)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
 
 
 def compare_variants(
@@ -110,27 +198,15 @@ def compare_variants(
     min_run_time: float = 0.5,
     rounds: int = 3,
 ) -> pd.DataFrame:
-    """Time each variant; return a table with median, spread and speedup against the baseline.
-
-    speedup > 1 means faster than the baseline (the first variant unless named).
-    """
+    """Time each variant in alternating rounds and tabulate them (speedup > 1: faster than the baseline)."""
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> callable")
-    baseline = next(iter(variants)) if baseline is None else baseline
-    if baseline not in variants:
-        raise ValueError(f"baseline {baseline!r} is not one of the variants: {', '.join(variants)}")
+    if baseline is not None and baseline not in variants:
+        raise ValueError(f"baseline {baseline!r} is not one of the variants: {', '.join(map(str, variants))}")
     if items_per_call is not None:
         require_int("items_per_call", items_per_call, minimum=1)
     timings = measure_interleaved(variants, rounds=rounds, min_run_time=min_run_time)
-    base = timings[baseline].median_s
-    rows = []
-    for name, t in timings.items():
-        row = {"variant": name, "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "runs": t.runs,
-               "speedup": base / t.median_s}
-        if items_per_call is not None:
-            row["items_per_s"] = throughput(items_per_call, t.median_s)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
+    return timing_table(timings, baseline=baseline, items_per_call=items_per_call)
 
 
 def time_layers(model: torch.nn.Sequential, x: torch.Tensor, *, min_run_time: float = 0.1) -> pd.DataFrame:

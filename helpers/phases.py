@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import cycle
 
 import torch
 from torch import nn
 
+from .measure import synchronize
 from .validate import require_instance, require_int
 
 PHASES = ("data", "forward", "backward", "optimizer")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def synchronize() -> None:
-    """Wait for queued GPU work, so that a clock reading covers it (a no-op on the CPU)."""
-    if torch.accelerator.is_available():
-        torch.accelerator.synchronize()
+def epochs_of(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches from `batches`, iterated afresh at the end of each epoch (a loader re-shuffles and re-loads)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("batches yielded nothing in an epoch: give a loader or a list (a generator is used up "
+                             "after one pass)")
 
 
 @dataclass(frozen=True)
 class PhaseTimes:
-    """Median milliseconds of each phase, and of the whole step, over the measured steps."""
+    """Median milliseconds of each phase, and of the whole step, over the measured full-size steps."""
 
     phases_ms: dict[str, float]
     step_ms: float
     steps: int
+    round_step_ms: tuple[float, ...]
 
     def fractions(self) -> dict[str, float]:
         """Each phase's share of the summed phase medians."""
@@ -43,11 +50,14 @@ class _StepRunner:
     def __init__(self, model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: torch.device):
         self.model = require_instance("model", model, nn.Module).to(device).train()
         self.optimizer = require_instance("optimizer", optimizer, torch.optim.Optimizer)
-        self.source, self.device = cycle(batches), device
+        self.source, self.device = epochs_of(batches), device
         self.loss_fn = nn.CrossEntropyLoss()
+        self.full_batch: int | None = None
         self.samples: dict[str, list[float]] = {name: [] for name in (*PHASES, "step")}
+        self.round_steps: list[list[float]] = []
 
-    def step(self, record: bool) -> None:
+    def step(self) -> dict[str, float]:
+        """One training step; the milliseconds of each phase and of the whole step, and the batch size."""
         marks = [time.perf_counter()]
         inputs, targets = next(self.source)
         inputs, targets = inputs.to(self.device), targets.to(self.device)
@@ -63,14 +73,30 @@ class _StepRunner:
         self.optimizer.step()
         synchronize()
         marks.append(time.perf_counter())
-        if record:
-            for name, start, end in zip(PHASES, marks[:-1], marks[1:]):
-                self.samples[name].append((end - start) * 1e3)
-            self.samples["step"].append((marks[-1] - marks[0]) * 1e3)
+        times = {name: (end - start) * 1e3 for name, start, end in zip(PHASES, marks[:-1], marks[1:])}
+        return {**times, "step": (marks[-1] - marks[0]) * 1e3, "batch": len(inputs)}
+
+    def warm_up(self, steps: int) -> None:
+        """Run steps that are not recorded; the largest batch seen is the full batch size."""
+        for _ in range(steps):
+            self.full_batch = max(self.full_batch or 0, self.step()["batch"])
+
+    def run_round(self, steps: int) -> None:
+        """Run steps and record the full-size ones (a ragged last batch of an epoch would skew the medians)."""
+        self.round_steps.append([])
+        while len(self.round_steps[-1]) < steps:
+            times = self.step()
+            self.full_batch = self.full_batch or times["batch"]
+            if times["batch"] < self.full_batch:
+                continue
+            for name in self.samples:
+                self.samples[name].append(times[name])
+            self.round_steps[-1].append(times["step"])
 
     def summary(self) -> PhaseTimes:
         medians = {name: statistics.median(self.samples[name]) for name in PHASES}
-        return PhaseTimes(medians, statistics.median(self.samples["step"]), len(self.samples["step"]))
+        return PhaseTimes(medians, statistics.median(self.samples["step"]), len(self.samples["step"]),
+                          tuple(statistics.median(steps) for steps in self.round_steps))
 
 
 def compare_step_phases(
@@ -85,7 +111,9 @@ def compare_step_phases(
 
     The phases depend on each other (backward needs this step's forward), so a benchmark Timer
     cannot time them in isolation: we read the clock at each boundary of real steps. Alternating
-    rounds spreads slow spells of a shared machine over all pipelines instead of one.
+    rounds spreads slow spells of a shared machine over all pipelines instead of one. Each loader
+    is iterated afresh every epoch, so its data cost is paid every step, as in real training; steps
+    on a batch smaller than the full one (an epoch's ragged end) run but are not recorded.
     """
     if not isinstance(pipelines, Mapping) or not pipelines:
         raise ValueError("pipelines must be a non-empty mapping of name -> (model, batches, optimizer)")
@@ -94,12 +122,10 @@ def compare_step_phases(
     require_int("warmup", warmup, minimum=0)
     runners = {name: _StepRunner(*parts, torch.device(device)) for name, parts in pipelines.items()}
     for runner in runners.values():
-        for _ in range(warmup):
-            runner.step(record=False)
+        runner.warm_up(warmup)
     for _ in range(rounds):
         for runner in runners.values():
-            for _ in range(steps_per_round):
-                runner.step(record=True)
+            runner.run_round(steps_per_round)
     return {name: runner.summary() for name, runner in runners.items()}
 
 

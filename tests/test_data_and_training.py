@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -73,6 +75,42 @@ def test_step_phases_are_measured_for_every_pipeline():
     assert single.steps == 3
     with pytest.raises(ValueError, match="rounds must be an int >= 1"):
         compare_step_phases({"a": (model_a, batches, torch.optim.SGD(model_a.parameters(), lr=0.1))}, rounds=0)
+
+
+class SlowBatches:
+    """A re-iterable source of `count` batches of `sizes`, each costing `delay_s` to produce (like a loader)."""
+
+    def __init__(self, sizes: list[int], delay_s: float):
+        self.sizes, self.delay_s = sizes, delay_s
+
+    def __iter__(self):
+        for size in self.sizes:
+            time.sleep(self.delay_s)
+            yield torch.randn(size, 1, 16, 16), torch.randint(0, 10, (size,))
+
+
+def test_the_data_phase_is_paid_every_step_not_replayed_after_one_epoch():
+    model = small_cnn((4,))
+    # 3 batches per epoch, 20 ms each: 12 recorded steps span four epochs; every one must pay the 20 ms.
+    times = time_step_phases(model, SlowBatches([8, 8, 8], 0.020), torch.optim.SGD(model.parameters(), lr=0.1),
+                             steps=12, warmup=0)
+    assert times.steps == 12
+    assert times.phases_ms["data"] >= 20.0
+
+
+def test_a_ragged_last_batch_runs_but_is_not_recorded():
+    model = small_cnn((4,))
+    result = compare_step_phases({"a": (model, SlowBatches([8, 8, 3], 0.0), torch.optim.SGD(model.parameters(), lr=0.1))},
+                                 rounds=2, steps_per_round=4, warmup=1)["a"]
+    assert result.steps == 8, "eight full-size steps recorded; the 3-image steps ran in between"
+    assert len(result.round_step_ms) == 2
+
+
+def test_a_generator_used_up_after_one_pass_is_refused():
+    model = small_cnn((4,))
+    once = (batch for batch in SlowBatches([8], 0.0))
+    with pytest.raises(ValueError, match="generator is used up"):
+        time_step_phases(model, once, torch.optim.SGD(model.parameters(), lr=0.1), steps=3, warmup=0)
 
 
 def test_small_cnn_shapes_and_arguments():

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from helpers.measure import Timing, compare_variants, measure_interleaved, measure_latency, throughput, time_layers
+import time
+from itertools import cycle
+
+from helpers.measure import (
+    Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency, measure_percentiles, throughput,
+    time_layers, timing_table,
+)
 from helpers.models import small_cnn
 
 
@@ -9,15 +15,51 @@ def test_measure_latency_returns_a_positive_median_from_several_runs():
     calls = []
     timing = measure_latency(lambda: calls.append(1), min_run_time=0.05, warmup=3)
     assert isinstance(timing, Timing)
-    assert timing.median_s > 0 and timing.iqr_s >= 0 and timing.runs >= 1
+    assert timing.median_s > 0 and timing.block_iqr_s >= 0 and timing.blocks >= 1
     assert timing.median_ms == pytest.approx(timing.median_s * 1e3)
-    assert len(calls) > 3, "warm-up calls plus measured calls"
+    assert timing.calls >= timing.blocks, "each block holds at least one call"
+    assert len(calls) >= 3 + timing.calls, "warm-up, calibration and the timed calls that `calls` counts"
+
+
+def test_calls_count_every_timed_call_not_blocks():
+    timing = measure_latency(lambda: None, min_run_time=0.05, warmup=0)
+    assert timing.calls > timing.blocks, "a block of a fast call holds many calls"
 
 
 def test_measure_interleaved_times_every_variant_in_rounds():
     timings = measure_interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, rounds=2, min_run_time=0.04)
     assert set(timings) == {"a", "b"}
-    assert all(t.runs >= 2 for t in timings.values()), "at least one block per round"
+    assert all(t.blocks >= 2 for t in timings.values()), "at least one block per round"
+    assert all(len(t.round_medians_s) == 2 for t in timings.values()), "one median per round"
+
+
+def test_each_variant_can_run_on_its_own_thread_count():
+    seen = {}
+    variants = {"one": lambda: seen.setdefault("one", torch.get_num_threads()),
+                "two": lambda: seen.setdefault("two", torch.get_num_threads())}
+    seen.clear()
+    measure_interleaved(variants, rounds=1, min_run_time=0.02, warmup=0, num_threads={"one": 1, "two": 2})
+    assert seen == {"one": 1, "two": 2}
+    with pytest.raises(ValueError, match="must name every variant"):
+        measure_interleaved(variants, num_threads={"one": 1})
+
+
+def test_percentiles_see_the_tail_of_a_known_delay_distribution():
+    # One call in ten sleeps 40 ms, the others 2 ms: the median is fast, p95 and p99 are in the slow tail.
+    delays = cycle([0.002] * 9 + [0.040])
+    result = measure_percentiles(lambda: time.sleep(next(delays)), calls=100, warmup=0)
+    assert result.calls == 100
+    assert 2.0 <= result.p50_ms < 20.0, "sleep never returns early; the median call is a fast one"
+    assert result.p95_ms >= 40.0 and result.p99_ms >= 40.0
+    assert result.p50_ms <= result.p95_ms <= result.p99_ms
+
+
+def test_percentiles_interpolate_between_ordered_calls():
+    exact = latency_percentiles([i / 1000 for i in range(1, 101)])  # 1 ms .. 100 ms
+    assert exact.p50_ms == pytest.approx(50.5) and exact.p95_ms == pytest.approx(95.05)
+    assert exact.p99_ms == pytest.approx(99.01)
+    with pytest.raises(ValueError, match="at least 2 timed calls"):
+        latency_percentiles([0.1])
 
 
 def test_measure_latency_rejects_bad_arguments():
@@ -51,7 +93,15 @@ def test_compare_variants_reports_speedup_against_the_baseline():
     assert list(table.index) == ["slow", "fast"]
     assert table.loc["slow", "speedup"] == 1.0
     assert table.loc["fast", "speedup"] > 1.0
-    assert set(table.columns) >= {"median_ms", "iqr_ms", "runs", "items_per_s"}
+    assert set(table.columns) >= {"median_ms", "block_iqr_ms", "calls", "items_per_s"}
+
+
+def test_timing_table_reads_timings_measured_earlier():
+    timings = measure_interleaved({"a": lambda: None, "b": lambda: None}, rounds=1, min_run_time=0.02)
+    table = timing_table(timings, baseline="b")
+    assert table.loc["b", "speedup"] == 1.0 and list(table.index) == ["a", "b"]
+    with pytest.raises(ValueError, match="baseline 'c'"):
+        timing_table(timings, baseline="c")
 
 
 def test_compare_variants_rejects_an_unknown_baseline_or_no_variants():
