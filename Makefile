@@ -11,7 +11,7 @@ PIP_SOURCE := $(if $(wildcard wheelhouse/*.whl),--no-index --find-links wheelhou
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup browser lab test book budget execute sync readme wheelhouse clean
+.PHONY: setup browser lab test book budget claims execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ book: setup  ## build the Jupyter Book into _build/html from the stored outputs
 
 budget: setup  ## execute every chapter; print wall time and peak memory; fail if over budget
 	$(PY) tools/run_notebooks.py --check
+
+claims: setup  ## benchmark: execute every chapter and print its speed claims with intervals and verdicts
+	$(PY) tools/claims.py $(NB)
 
 execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store their outputs
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb

@@ -16,7 +16,7 @@ One concern per module; learners are welcome to read them:
 """
 
 from .chapter import setup_chapter
-from .claims import Claim, Ratio, claims_table, make_claim, paired_ratio, report_claim
+from .claims import Claim, Ratio, claims_table, make_claim, paired_ratio, report_claim, timing_ratio
 from .checks import check_function, check_number
 from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
 from .data import DigitsSplit, PerSampleDigits, load_digits_split, tensor_loader, upsample
@@ -30,7 +30,7 @@ from .measure import (
     measure_percentiles, synchronize, synchronized_clock, throughput, time_layers, timing_table,
 )
 from .loading import (
-    LoaderTiming, child_pids, compare_loaders, loader_table, make_loader, measure_loader, measure_loaders,
+    LoaderTiming, child_pids, compare_loaders, loader_ratio, loader_table, make_loader, measure_loader, measure_loaders,
     new_child_processes, normalize_batch,
     training_throughput, worker_private_memory_bytes,
 )

@@ -69,3 +69,58 @@ def check_function(
         if isinstance(got, bool) or not isinstance(got, numbers.Real) or not _close(float(got), expected, rtol):
             return _say(FAIL, exercise, f"for ({shown}) expected {expected:.6g}, got {got!r}. {hint}".rstrip(), False)
     return _say(PASS, exercise, f"correct on all {len(cases)} cases.", True)
+
+
+class SimulatedDevice:
+    """A pretend asynchronous accelerator with its own clock, so a benchmark loop can be checked exactly.
+
+    Each call of `work` queues a job and returns after 1 microsecond, as a GPU launch does; `sync`
+    waits for the queue; `clock` reads the simulated time in seconds. The first `cold_calls` jobs
+    take 50 ms (first-call overhead), then nine jobs of 1 ms alternate with one of 10 ms.
+    """
+
+    def __init__(self, cold_calls: int) -> None:
+        self.cold_calls, self.calls, self.now_s, self.queued_s = cold_calls, 0, 0.0, 0.0
+
+    def job_seconds(self, index: int) -> float:
+        """How long the index-th job runs."""
+        if index < self.cold_calls:
+            return 0.050
+        return 0.010 if (index - self.cold_calls) % 10 == 9 else 0.001
+
+    def work(self) -> None:
+        self.queued_s += self.job_seconds(self.calls)
+        self.calls += 1
+        self.now_s += 1e-6
+
+    def sync(self) -> None:
+        self.now_s, self.queued_s = self.now_s + self.queued_s, 0.0
+
+    def clock(self) -> float:
+        return self.now_s
+
+
+def check_benchmark_loop(exercise: str, candidate: Callable[..., object], *, warmup: int = 5,
+                         calls: int = 100) -> Verdict:
+    """Run candidate(fn, clock=..., sync=..., warmup=..., calls=...) on a SimulatedDevice; check its percentiles."""
+    require_callable("candidate", candidate)
+    device = SimulatedDevice(cold_calls=warmup)
+    got = candidate(device.work, clock=device.clock, sync=device.sync, warmup=warmup, calls=calls)
+    if got is None or got is Ellipsis:
+        return _say(TODO, exercise, "not implemented yet: your function returned nothing.", False)
+    if not isinstance(got, dict) or set(got) != {"p50_ms", "p95_ms", "p99_ms"}:
+        return _say(FAIL, exercise, f"return a dict with keys p50_ms, p95_ms, p99_ms; got {got!r}.", False)
+    if device.calls != warmup + calls:
+        return _say(FAIL, exercise, f"fn was called {device.calls} times; expected {warmup} warm-up + {calls} timed.", False)
+    if got["p50_ms"] < 0.1:
+        return _say(FAIL, exercise, "your median is about the launch time: call sync() before each clock() reading, "
+                    "or you time the queueing, not the work.", False)
+    if got["p99_ms"] > 20:
+        return _say(FAIL, exercise, "the 50 ms warm-up calls are in your timings: run the warm-up calls before "
+                    "the timed ones, and do not record them.", False)
+    expected = {"p50_ms": 1.0, "p95_ms": 10.0, "p99_ms": 10.0}
+    wrong = [key for key, value in expected.items() if not _close(float(got[key]), value, 0.05)]
+    if wrong:
+        return _say(FAIL, exercise, f"{', '.join(wrong)} should be {', '.join(f'{expected[k]:g}' for k in wrong)} ms "
+                    f"on this simulated device; got {got!r}. Percentiles are in milliseconds.", False)
+    return _say(PASS, exercise, "correct: warm-up skipped, device synchronised, tail measured.", True)

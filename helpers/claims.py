@@ -74,6 +74,14 @@ def paired_ratio(
     return Ratio(float(np.median(ratios)), float(low), float(high), len(ratios))
 
 
+def timing_ratio(baseline: object, optimized: object) -> Ratio:
+    """paired_ratio of two Timings from the same measure_interleaved call (their per-round medians)."""
+    for name, timing in (("baseline", baseline), ("optimized", optimized)):
+        if not hasattr(timing, "round_medians_s"):
+            raise TypeError(f"{name} must be a Timing from measure_interleaved, got {type(timing).__name__}")
+    return paired_ratio(baseline.round_medians_s, optimized.round_medians_s)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A named statement 'the optimized variant is {direction} {threshold}x better', judged on this machine."""

@@ -18,7 +18,11 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Floating-point operations of one forward pass (a multiply-add counts as 2), via FlopCounterMode."""
+    """Floating-point operations of one forward pass (a multiply-add counts as 2), via FlopCounterMode.
+
+    FlopCounterMode counts matrix products, convolutions and attention only: batch norm, activations,
+    pooling and element-wise additions count 0, so this is the arithmetic of the heavy layers.
+    """
     require_instance("model", model, nn.Module)
     require_instance("example_input", example_input, torch.Tensor)
     was_training = model.training

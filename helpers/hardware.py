@@ -60,6 +60,41 @@ def _cpu_flags() -> set[str] | None:
     return None
 
 
+def cpu_frequency_ghz() -> float | None:
+    """The clock the OS reports for the first core (often the nominal one; turbo may run higher), if any."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1e3
+    return None
+
+
+FP32_LANES = {"AVX512": 16, "AVX2": 8, "DEFAULT": 4}
+
+
+def theoretical_fp32_gflops(cores: int, ghz: float, isa: str, fma_units: int = 2) -> float:
+    """cores x GHz x FLOPs per cycle, with FLOPs per cycle = fp32 vector lanes x 2 (a fused multiply-add) x FMA units.
+
+    Two FMA units per core is typical of server cores; some cores have one, and AMD Zen 4 runs
+    AVX-512 on 256-bit units (half the lanes): the result is an estimate, not a datasheet figure.
+    """
+    require_choice("isa", isa, FP32_LANES)
+    if ghz <= 0 or cores < 1 or fma_units < 1:
+        raise ValueError(f"cores, ghz and fma_units must be positive, got {cores}, {ghz}, {fma_units}")
+    return cores * ghz * FP32_LANES[isa] * 2 * fma_units
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of the largest CPU cache Linux reports (the L3 on most machines), if any."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes) if sizes else None
+
+
 def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
     """Whole cores allowed by a container's CPU quota (cgroup v2 'cpu.max', e.g. Docker --cpus or Binder), if any."""
     try:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .claims import Ratio, paired_ratio
 from .measure import measure_latency
 from .precision import amp_train_step, make_grad_scaler
 from .validate import require_instance, require_int
@@ -108,6 +109,15 @@ def loader_table(timings: Mapping[str, list[LoaderTiming]]) -> pd.DataFrame:
              "warnings": " ".join(dict.fromkeys(w for t in runs for w in t.warnings))}
             for name, runs in timings.items()]
     return pd.DataFrame(rows).set_index("loader")
+
+
+def loader_ratio(timings: Mapping[str, list[LoaderTiming]], baseline: object, optimized: object) -> Ratio:
+    """Throughput ratio (optimized / baseline images/s) of two loaders over the rounds they shared, with its interval."""
+    for name in (baseline, optimized):
+        if name not in timings:
+            raise ValueError(f"{name!r} is not one of the measured loaders: {', '.join(map(str, timings))}")
+    return paired_ratio([t.images_per_s for t in timings[baseline]], [t.images_per_s for t in timings[optimized]],
+                        higher_is_better=True)
 
 
 def compare_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2, max_batches: int | None = None) -> pd.DataFrame:

@@ -87,9 +87,13 @@ def plot_sweep(
 
 
 def plot_roofline(
-    peak_gflops: float, peak_gbps: float, points: Mapping[str, tuple[float, float]], *, hardware: str
+    peak_gflops: float, peak_gbps: float, points: Mapping[str, tuple[float, float]], *, hardware: str,
+    theoretical_gflops: float | None = None,
 ) -> Figure:
-    """Roofline: attainable GFLOP/s = min(peak compute, intensity x peak bandwidth); points are (FLOP/byte, GFLOP/s)."""
+    """Roofline: attainable GFLOP/s = min(peak compute, intensity x peak bandwidth); points are (FLOP/byte, GFLOP/s).
+
+    theoretical_gflops, when known, is drawn as a dashed line above (or below) the measured compute roof.
+    """
     require_number("peak_gflops", peak_gflops, strictly_positive=True)
     require_number("peak_gbps", peak_gbps, strictly_positive=True)
     intensities = [p[0] for p in points.values()] + [peak_gflops / peak_gbps]
@@ -98,6 +102,9 @@ def plot_roofline(
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     ax.plot(grid, [min(peak_gflops, g * peak_gbps) for g in grid], color="black", label="roof (measured peaks)")
+    if theoretical_gflops is not None:
+        require_number("theoretical_gflops", theoretical_gflops, strictly_positive=True)
+        ax.axhline(theoretical_gflops, color="black", linestyle="--", linewidth=1, label="theoretical compute peak")
     for name, (intensity, gflops) in points.items():
         ax.scatter([intensity], [gflops], zorder=3, label=name)
     ax.set_xscale("log")

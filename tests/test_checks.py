@@ -34,3 +34,45 @@ def test_check_function_recognises_an_unimplemented_stub(capsys):
 
     assert not check_function("Sq", stub, [((2,), 4.0)])
     assert "not implemented yet: stub(2) returned None" in capsys.readouterr().out
+
+
+def benchmark_loop(fn, *, clock, sync, warmup, calls, do_sync=True, skip_warmup=True):
+    import numpy as np
+
+    if skip_warmup:
+        for _ in range(warmup):
+            fn()
+    times = []
+    for _ in range(calls if skip_warmup else warmup + calls):
+        if do_sync:
+            sync()
+        start = clock()
+        fn()
+        if do_sync:
+            sync()
+        times.append(clock() - start)
+    times = times[-calls:] if skip_warmup else times[:calls]
+    p50, p95, p99 = np.percentile(np.array(times) * 1e3, [50, 95, 99])
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+
+def test_the_benchmark_loop_check_passes_a_correct_loop_and_names_each_mistake(capsys):
+    from functools import partial
+
+    from helpers.checks import check_benchmark_loop
+
+    assert check_benchmark_loop("E", benchmark_loop)
+    assert not check_benchmark_loop("E", partial(benchmark_loop, do_sync=False))
+    assert "sync()" in capsys.readouterr().out
+    assert not check_benchmark_loop("E", lambda fn, **kw: None)
+    assert "not implemented" in capsys.readouterr().out
+
+
+def test_the_benchmark_loop_check_catches_timed_warm_up_calls(capsys):
+    from helpers.checks import check_benchmark_loop
+
+    def timed_warmup(fn, *, clock, sync, warmup, calls):
+        return benchmark_loop(fn, clock=clock, sync=sync, warmup=warmup, calls=calls + warmup)
+
+    assert not check_benchmark_loop("E", timed_warmup)
+    assert "called 110 times" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from helpers.claims import VERDICTS, Ratio, claims_table, make_claim, paired_ratio, report_claim
+from helpers.claims import VERDICTS, Ratio, claims_table, make_claim, paired_ratio, report_claim, timing_ratio
+from helpers.measure import Timing
 
 ROUNDS = 8
 
@@ -84,3 +85,11 @@ def test_the_claims_table_has_one_row_per_claim_with_a_known_verdict():
     assert list(table["verdict"]) == ["holds", "inconclusive", "does not hold here", "holds"]
     assert set(table["verdict"]) <= set(VERDICTS)
     assert table.loc[(1, "c0"), "threshold"] == "at least 1.2x"
+
+
+def test_timing_ratio_pairs_the_rounds_of_two_timings():
+    slow = Timing(0.02, 0.0, 3, 30, (0.020, 0.022, 0.021))
+    fast = Timing(0.01, 0.0, 3, 30, (0.010, 0.011, 0.0105))
+    assert timing_ratio(slow, fast).median == pytest.approx(2.0)
+    with pytest.raises(TypeError, match="must be a Timing"):
+        timing_ratio(0.02, fast)

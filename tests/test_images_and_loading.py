@@ -130,6 +130,18 @@ def test_compare_loaders_returns_one_row_per_loader(digits_root):
     assert list(table.columns) == ["images_per_s", "first_batch_ms", "warnings"]
 
 
+def test_loader_ratio_pairs_the_rounds_of_two_loaders(digits_root):
+    from helpers.loading import loader_ratio, measure_loaders
+
+    folder = image_folder(digits_root)
+    runs = measure_loaders({"a": make_loader(folder, batch_size=32), "b": make_loader(folder)}, rounds=3, max_batches=3)
+    assert all(len(r) == 3 for r in runs.values())
+    ratio = loader_ratio(runs, "a", "b")
+    assert ratio.rounds == 3 and ratio.low <= ratio.median <= ratio.high
+    with pytest.raises(ValueError, match="'c' is not one of the measured loaders"):
+        loader_ratio(runs, "a", "c")
+
+
 def test_normalize_batch_maps_bytes_to_unit_range():
     images = torch.tensor([0, 255], dtype=torch.uint8)
     assert torch.equal(normalize_batch(images), torch.tensor([-1.0, 1.0]))
