@@ -4,6 +4,10 @@ How the interval is made, in two sentences a learner can repeat: the two variant
 alternating rounds, and each round gives one ratio (baseline time / optimized time), so a slow
 spell of the machine hits both sides of that ratio alike. We resample the rounds with replacement
 thousands of times and take the middle 95% of the resampled medians as the interval (a bootstrap).
+
+What it does not promise: with few rounds (5 or 6) the interval is close to the range of the round
+ratios, and its coverage only roughly 95%; and it describes the noise within this run, not how a
+run today differs from one tomorrow (another load, another clock speed). A verdict is this run's.
 """
 
 from __future__ import annotations

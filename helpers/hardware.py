@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -60,13 +59,20 @@ def _cpu_flags() -> set[str] | None:
     return None
 
 
-def cpu_frequency_ghz() -> float | None:
-    """The clock the OS reports for the first core (often the nominal one; turbo may run higher), if any."""
+def cpu_frequency_ghz(cpu: Path = Path("/sys/devices/system/cpu/cpu0")) -> tuple[float, str] | None:
+    """The first core's clock in GHz and what kind of reading it is, if Linux reports one.
+
+    cpufreq's maximum (the turbo clock) where the OS exposes it; otherwise /proc/cpuinfo's 'cpu MHz',
+    which is the current clock on a bare machine (low when idle) and usually the nominal one in a VM.
+    """
+    max_khz = cpu / "cpufreq" / "cpuinfo_max_freq"
+    if max_khz.exists():
+        return int(max_khz.read_text()) / 1e6, "maximum (turbo) clock"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1e3
+                return float(line.split(":", 1)[1]) / 1e3, "clock reported in /proc/cpuinfo (nominal in a VM)"
     return None
 
 
@@ -86,7 +92,10 @@ def theoretical_fp32_gflops(cores: int, ghz: float, isa: str, fma_units: int = 2
 
 
 def last_level_cache_bytes() -> int | None:
-    """Size of the largest CPU cache Linux reports (the L3 on most machines), if any."""
+    """Size of the largest CPU cache Linux reports (the L3 on most machines), if any.
+
+    That is the whole cache of the socket, shared by all its cores (and, in a VM, with other tenants).
+    """
     sizes = []
     for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         text = path.read_text().strip()
@@ -96,14 +105,17 @@ def last_level_cache_bytes() -> int | None:
 
 
 def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
-    """Whole cores allowed by a container's CPU quota (cgroup v2 'cpu.max', e.g. Docker --cpus or Binder), if any."""
+    """Whole cores allowed by a container's CPU quota (cgroup v2 'cpu.max', e.g. Docker --cpus or Binder), if any.
+
+    Rounded down (at least 1): with a quota of 1.5 cores, two busy threads would already oversubscribe.
+    """
     try:
         quota, period = cpu_max.read_text().split()[:2]
     except (OSError, ValueError):
         return None
     if quota == "max":
         return None
-    return max(1, math.ceil(int(quota) / int(period)))
+    return max(1, int(quota) // int(period))
 
 
 def cpu_core_count() -> int:

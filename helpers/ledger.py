@@ -60,8 +60,10 @@ def make_entry(
     """Build an entry; speedup > 1 means the technique helped, whichever way the metric points.
 
     A measured speed-up passes its `ratio` (median and 95% interval over paired rounds): the entry
-    keeps the interval, and records 'no gain' when the interval includes 1.0. Without a ratio the
-    numbers are exact (sizes, counts) and the gain follows from the speed-up alone.
+    keeps the interval, and records 'no gain' when the interval includes 1.0. Its speedup is then the
+    median of the per-round ratios, which can differ slightly from baseline / optimized (the medians
+    over all blocks). Without a ratio the numbers are exact (sizes, counts) and the gain follows
+    from the speed-up alone.
     """
     require_int("chapter", chapter, minimum=1)
     for name, text in (("technique", technique), ("metric", metric), ("unit", unit), ("hardware", hardware)):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,9 @@ def synchronized_clock() -> float:
 class Timing:
     """Many timed calls of one piece of work, grouped in blocks (one block = several calls, timed together).
 
-    torch.utils.benchmark times a block of `calls_per_block` calls and divides by their number, so
-    the spread we can see is the spread of block means, which is narrower than the spread of single
-    calls. For the tail of single calls, use `measure_percentiles`.
+    torch.utils.benchmark times a block of calls and divides by their number, so the spread we can
+    see is the spread of block means, which is narrower than the spread of single calls. For the
+    tail of single calls, use `measure_percentiles`.
     """
 
     median_s: float
@@ -57,8 +58,8 @@ class Timing:
         return self.block_iqr_s * 1e3
 
 
-def _timer(fn: Callable[[], object], num_threads: int) -> benchmark.Timer:
-    """A benchmark Timer whose clock synchronises any accelerator, CUDA and MPS alike."""
+def synchronized_timer(fn: Callable[[], object], num_threads: int) -> benchmark.Timer:
+    """A torch.utils.benchmark Timer of fn() on num_threads threads whose clock synchronises any accelerator."""
     return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads, timer=synchronized_clock)
 
 
@@ -83,6 +84,17 @@ def _thread_counts(names: list, num_threads: int | Mapping | None) -> dict:
     return {name: count for name in names}
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with torch on `count` threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def measure_interleaved(
     variants: Mapping[str, Callable[[], object]],
     *,
@@ -93,10 +105,13 @@ def measure_interleaved(
 ) -> dict[str, Timing]:
     """Time several variants in alternating rounds, so that a slow spell of the machine hits them all alike.
 
-    Each round gives every variant min_run_time / rounds seconds of torch.utils.benchmark's
-    blocked_autorange, whose clock synchronises the GPU. torch.utils.benchmark.Timer runs on ONE
-    thread unless told otherwise: by default we pass torch's current thread count so the numbers
-    match what the notebook experiences; a mapping gives each variant its own count.
+    Each variant first runs `warmup` untimed calls on its thread count. Then, in each round, every
+    variant gets about min_run_time / rounds seconds of torch.utils.benchmark's blocked_autorange
+    (at least one block; it sizes the blocks so that the timer's own overhead is negligible), with
+    a clock that synchronises the GPU. Odd rounds run the variants in reverse order, so that no
+    variant always follows the same other one. torch.utils.benchmark.Timer runs on ONE thread
+    unless told otherwise: by default we pass torch's current thread count so the numbers match
+    what the notebook experiences; a mapping gives each variant its own count.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> callable")
@@ -106,14 +121,16 @@ def measure_interleaved(
     require_number("min_run_time", min_run_time, strictly_positive=True)
     require_int("warmup", warmup, minimum=0)
     threads = _thread_counts(list(variants), num_threads)
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    timers = {name: _timer(fn, threads[name]) for name, fn in variants.items()}
+    for name, fn in variants.items():
+        with torch_threads(threads[name]):
+            for _ in range(warmup):
+                fn()
+    timers = {name: synchronized_timer(fn, threads[name]) for name, fn in variants.items()}
     measured: dict[str, list[benchmark.Measurement]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            measured[name].append(timer.blocked_autorange(min_run_time=min_run_time / rounds))
+    for round_index in range(rounds):
+        order = list(timers) if round_index % 2 == 0 else list(reversed(timers))
+        for name in order:
+            measured[name].append(timers[name].blocked_autorange(min_run_time=min_run_time / rounds))
     return {name: _summarise(runs) for name, runs in measured.items()}
 
 

@@ -31,12 +31,18 @@ def epochs_of(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 @dataclass(frozen=True)
 class PhaseTimes:
-    """Median milliseconds of each phase, and of the whole step, over the measured full-size steps."""
+    """Median milliseconds of each phase, and of the whole step, over the measured full-size steps.
+
+    mean_ms holds the means of the same (phases and "step"): shares of the total time, as Amdahl's
+    law needs them, are ratios of means, not of medians. round_step_ms holds each round's mean step
+    time, the per-round totals that a speed-up's interval is built from.
+    """
 
     phases_ms: dict[str, float]
     step_ms: float
     steps: int
     round_step_ms: tuple[float, ...]
+    mean_ms: dict[str, float]
 
     def fractions(self) -> dict[str, float]:
         """Each phase's share of the summed phase medians."""
@@ -96,7 +102,8 @@ class _StepRunner:
     def summary(self) -> PhaseTimes:
         medians = {name: statistics.median(self.samples[name]) for name in PHASES}
         return PhaseTimes(medians, statistics.median(self.samples["step"]), len(self.samples["step"]),
-                          tuple(statistics.median(steps) for steps in self.round_steps))
+                          tuple(statistics.fmean(steps) for steps in self.round_steps),
+                          {name: statistics.fmean(times) for name, times in self.samples.items()})
 
 
 def compare_step_phases(

@@ -75,4 +75,29 @@ def test_the_benchmark_loop_check_catches_timed_warm_up_calls(capsys):
         return benchmark_loop(fn, clock=clock, sync=sync, warmup=warmup, calls=calls + warmup)
 
     assert not check_benchmark_loop("E", timed_warmup)
-    assert "called 110 times" in capsys.readouterr().out
+    assert "called 210 times" in capsys.readouterr().out
+
+
+def test_the_benchmark_loop_check_names_a_unit_mistake_and_a_swapped_tail(capsys):
+    from helpers.checks import check_benchmark_loop
+
+    def in_seconds(fn, **kw):
+        return {key: value / 1e3 for key, value in benchmark_loop(fn, **kw).items()}
+
+    def max_as_p95(fn, **kw):
+        got = benchmark_loop(fn, **kw)
+        return {**got, "p95_ms": got["p99_ms"]}
+
+    assert not check_benchmark_loop("E", in_seconds)
+    assert "in seconds" in capsys.readouterr().out
+    assert not check_benchmark_loop("E", max_as_p95)
+    assert "p95_ms should be 10" in capsys.readouterr().out
+
+
+def test_check_choice_lists_the_allowed_answers(capsys):
+    from helpers.checks import check_choice
+
+    assert check_choice("E", "memory", "memory", ("memory", "compute"))
+    assert not check_choice("E", "disk", "memory", ("memory", "compute"))
+    assert "answer one of 'memory', 'compute'" in capsys.readouterr().out
+    assert not check_choice("E", ..., "memory", ("memory", "compute"))

@@ -34,7 +34,7 @@ def test_hardware_report_describes_this_machine():
         assert report.gpu_tensor_cores is None
 
 
-@pytest.mark.parametrize(("content", "cores"), [("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1),
+@pytest.mark.parametrize(("content", "cores"), [("200000 100000\n", 2), ("150000 100000\n", 1), ("50000 100000\n", 1),
                                                 ("max 100000\n", None), ("garbage\n", None)])
 def test_cgroup_cpu_limit_reads_the_container_quota(tmp_path, content, cores):
     cpu_max = tmp_path / "cpu.max"
@@ -44,3 +44,20 @@ def test_cgroup_cpu_limit_reads_the_container_quota(tmp_path, content, cores):
 
 def test_cgroup_cpu_limit_without_a_cgroup_file(tmp_path):
     assert cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+def test_cpu_frequency_prefers_the_cpufreq_maximum(tmp_path):
+    from helpers.hardware import cpu_frequency_ghz
+
+    (tmp_path / "cpufreq").mkdir()
+    (tmp_path / "cpufreq" / "cpuinfo_max_freq").write_text("3500000\n")
+    assert cpu_frequency_ghz(tmp_path) == (3.5, "maximum (turbo) clock")
+
+
+def test_theoretical_peak_is_cores_times_clock_times_flops_per_cycle():
+    from helpers.hardware import theoretical_fp32_gflops
+
+    assert theoretical_fp32_gflops(2, 2.5, "AVX512") == 2 * 2.5 * 16 * 2 * 2
+    assert theoretical_fp32_gflops(4, 3.0, "AVX2", fma_units=1) == 4 * 3.0 * 8 * 2
+    with pytest.raises(ValueError, match="isa must be one of"):
+        theoretical_fp32_gflops(2, 2.5, "SVE")

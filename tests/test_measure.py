@@ -33,6 +33,14 @@ def test_measure_interleaved_times_every_variant_in_rounds():
     assert all(len(t.round_medians_s) == 2 for t in timings.values()), "one median per round"
 
 
+def test_odd_rounds_run_the_variants_in_reverse_order():
+    calls = []
+    measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=2,
+                        min_run_time=0.02, warmup=0)
+    runs = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert runs == ["a", "b", "a"], "round 1: a then b; round 2: b then a"
+
+
 def test_each_variant_can_run_on_its_own_thread_count():
     seen = {}
     variants = {"one": lambda: seen.setdefault("one", torch.get_num_threads()),
