@@ -45,7 +45,8 @@ def make_loader(
         workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor,
                    "multiprocessing_context": start_method, "worker_init_fn": worker_init_fn}
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="This DataLoader will create")  # measure_loader records it
+        # DataLoader warns about too many workers here and again when iterated: measure_loader records the latter
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin_memory,
                           generator=torch.Generator().manual_seed(0), **workers)
 

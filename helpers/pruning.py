@@ -32,31 +32,38 @@ def _check_supported(model: nn.Sequential) -> None:
             raise TypeError(f"layer {index}: only global pooling (output size 1) may precede the classifier")
 
 
-def _keep_outputs(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
+@torch.no_grad()
+def keep_output_channels(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
     """A new conv with only the output channels in keep."""
     new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, bias=conv.bias is not None)
-    new.weight.data = conv.weight.data[keep].clone()
+    new.weight.copy_(conv.weight[keep])
     if conv.bias is not None:
-        new.bias.data = conv.bias.data[keep].clone()
+        new.bias.copy_(conv.bias[keep])
     return new
 
 
-def _keep_inputs(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> None:
-    """Drop the input channels (or features) of layer that are not in keep, in place."""
-    layer.weight.data = layer.weight.data[:, keep].clone()
+@torch.no_grad()
+def keep_input_channels(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> nn.Conv2d | nn.Linear:
+    """A new conv (or linear layer) that reads only the input channels (or features) in keep."""
     if isinstance(layer, nn.Conv2d):
-        layer.in_channels = len(keep)
+        new = nn.Conv2d(len(keep), layer.out_channels, layer.kernel_size, stride=layer.stride,
+                        padding=layer.padding, dilation=layer.dilation, bias=layer.bias is not None)
     else:
-        layer.in_features = len(keep)
+        new = nn.Linear(len(keep), layer.out_features, bias=layer.bias is not None)
+    new.weight.copy_(layer.weight[:, keep])
+    if layer.bias is not None:
+        new.bias.copy_(layer.bias)
+    return new
 
 
-def _keep_batch_norm(bn: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
+@torch.no_grad()
+def keep_batch_norm_channels(bn: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
     """A new batch norm holding the statistics and affine parameters of the kept channels."""
     new = nn.BatchNorm2d(len(keep), eps=bn.eps, momentum=bn.momentum)
     for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(new, name).data = getattr(bn, name).data[keep].clone()
-    new.num_batches_tracked.data = bn.num_batches_tracked.data.clone()
+        getattr(new, name).copy_(getattr(bn, name)[keep])
+    new.num_batches_tracked.copy_(bn.num_batches_tracked)
     return new
 
 
@@ -74,12 +81,13 @@ def prune_channels(model: nn.Sequential, ratio: float) -> nn.Sequential:
     keep = None
     for index, layer in enumerate(layers):
         if isinstance(layer, (nn.Conv2d, nn.Linear)) and keep is not None:
-            _keep_inputs(layer, keep)
+            layer = keep_input_channels(layer, keep)
+            layers[index] = layer
             keep = None
         if isinstance(layer, nn.Conv2d):
             n_keep = max(1, round(layer.out_channels * (1 - ratio)))
             keep = l1_filter_ranking(layer)[:n_keep].sort().values
-            layers[index] = _keep_outputs(layer, keep)
+            layers[index] = keep_output_channels(layer, keep)
         elif isinstance(layer, nn.BatchNorm2d) and keep is not None:
-            layers[index] = _keep_batch_norm(layer, keep)
+            layers[index] = keep_batch_norm_channels(layer, keep)
     return nn.Sequential(*layers).train(model.training)

@@ -29,8 +29,10 @@
 # %% [markdown]
 # ## Setup
 # The helpers package holds the measurement code that every chapter shares; read it in `helpers/`.
+# The next cell is collapsed: on Colab only, it installs the course's helpers (elsewhere `make lab`
+# has installed them and it does nothing). Click its ⋯ to read it.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
 import importlib.util
 import subprocess

@@ -28,8 +28,10 @@
 
 # %% [markdown]
 # ## Setup
+# The next cell is collapsed: on Colab only, it installs the course's helpers (elsewhere `make lab`
+# has installed them and it does nothing). Click its ⋯ to read it.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
 import importlib.util
 import subprocess
@@ -44,8 +46,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
     importlib.invalidate_caches()
     print("Colab: installed the course helpers")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import copy
 
 import ipywidgets as widgets
@@ -62,6 +63,7 @@ from helpers import (
     prune_channels, published_top1, record_chapter, report_claim, separable_cost_ratio, serialized_size_bytes,
     setup_chapter, show_source, small_cnn, tensor_loader, time_layers, timing_ratio, timing_table, train_epochs,
 )
+from helpers.pruning import keep_batch_norm_channels
 
 hw = setup_chapter(2)
 claims = []  # this chapter's speed claims, judged on this machine; recorded in the summary
@@ -77,8 +79,7 @@ claims = []  # this chapter's speed claims, judged on this machine; recorded in 
 # Seven torchvision architectures, built with `weights=None` so nothing is downloaded. Their
 # *static* costs are exact and machine-independent:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 image = torch.randn(1, 3, 224, 224)
 zoo = {name: build_architecture(name) for name in ARCHITECTURES}
 
@@ -93,16 +94,16 @@ static.assign(params_M=static["parameters"] / 1e6, GFLOPs=static["flops"] / 1e9,
 # read from the weight enums' metadata (`models.get_model_weights(name).DEFAULT.meta`); they are quoted,
 # not measured here. The latencies below *are* measured, at batch size 1, in alternating rounds:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 with torch.inference_mode():
     cpu_timings = measure_interleaved({name: (lambda net=net: net(image)) for name, net in zoo.items()},
                                       min_run_time=1.0)
 static["cpu latency (ms)"] = [cpu_timings[name].median_ms for name in static.index]
 if hw.device == "cuda":
     gpu_image = image.cuda()
+    gpu_zoo = {name: copy.deepcopy(net).cuda() for name, net in zoo.items()}
     with torch.inference_mode():
-        gpu_timings = measure_interleaved({n: (lambda net=net.cuda(): net(gpu_image)) for n, net in zoo.items()})
+        gpu_timings = measure_interleaved({name: (lambda net=net: net(gpu_image)) for name, net in gpu_zoo.items()})
     static["gpu latency (ms)"] = [gpu_timings[name].median_ms for name in static.index]
 static.drop(columns=["size_bytes"]).round(2)
 
@@ -123,8 +124,7 @@ plot_tradeoff({n: (static.loc[n, "flops"] / 1e9, static.loc[n, "cpu latency (ms)
 # compute speed; they also have many more, smaller layers, each paying a fixed overhead per call.
 # Compare `ms per GFLOP`:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 (static["cpu latency (ms)"] / (static["flops"] / 1e9)).rename("ms per GFLOP").sort_values().round(1)
 
 # %% [markdown]
@@ -171,16 +171,14 @@ pd.Series({
 # %% [markdown]
 # Measured at 256 channels, 14x14, batch 8, against the theoretical 8.7x:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 with torch.inference_mode():
     ds_timings = measure_interleaved({"standard 3x3": lambda: standard(feature_map),
                                       "depthwise separable": lambda: separable(feature_map)}, rounds=6, min_run_time=1.5)
 ds_table = timing_table(ds_timings)
 ds_table.round(3)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 ds_claim = make_claim(2, "depthwise_separable_3x", "At 256 channels, 14x14, batch 8, a depthwise separable 3x3 "
                       "convolution is at least 3x faster than a standard one.", threshold=3.0,
                       ratio=timing_ratio(ds_timings["standard 3x3"], ds_timings["depthwise separable"]),
@@ -195,8 +193,7 @@ report_claim(ds_claim, holds="A large part of the 8.7x fewer FLOPs turns into ti
 # The measured ratio falls short of 8.7x: the depthwise half is memory-bound and runs far below the
 # machine's compute peak. Across sizes, the gap between theory and measurement changes:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def separable_speedup(channels: int, size: int, kernel: int = 3, batch: int = 8) -> dict:
     """Measured standard/separable latency ratio at one shape, next to the theoretical one."""
     x = torch.randn(batch, channels, size, size)
@@ -221,8 +218,7 @@ plot_sweep(points["channels"].tolist(), {"measured": points["measured"], "theory
 # ### Explore: channels and kernel size
 # Larger kernels make the theory more generous ($1/k^2$ shrinks); watch whether the measurement follows.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 live_control(lambda channels, kernel: pd.DataFrame([separable_speedup(channels, 14, kernel)]).round(2),
              channels=widgets.SelectionSlider(options=[32, 64, 128, 256, 512], value=256, description="channels",
                                               continuous_update=False),
@@ -233,8 +229,7 @@ live_control(lambda channels, kernel: pd.DataFrame([separable_speedup(channels, 
 # Train the chapter's small CNN on the real handwritten digits, upsampled to 32x32 so the
 # convolutions have work to do:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 digits = load_digits_split(image_size=32)
 train_loader = tensor_loader(digits.x_train, digits.y_train, batch_size=64, shuffle=True)
 torch.manual_seed(0)
@@ -251,11 +246,18 @@ print(f"test accuracy of the trained network: {accuracy_dense:.1%}")
 # %%
 show_source(prune_channels)
 
+# %% [markdown]
+# The surgery on each batch norm keeps the statistics and the affine parameters of the kept channels:
+
 # %%
-# NBVAL_IGNORE_OUTPUT
+show_source(keep_batch_norm_channels)
+
+# %% tags=["nbval-ignore-output"]
+dense_state = copy.deepcopy(dense.state_dict())
 pruned = prune_channels(dense, 0.5)
 accuracy_pruned = evaluate_accuracy(pruned, digits.x_test, digits.y_test)
-train_epochs(finetuned := prune_channels(dense, 0.5), train_loader, epochs=3, lr=1e-3)
+finetuned = prune_channels(dense, 0.5)
+train_epochs(finetuned, train_loader, epochs=3, lr=1e-3)
 accuracy_finetuned = evaluate_accuracy(finetuned, digits.x_test, digits.y_test)
 print(f"accuracy: {accuracy_dense:.1%} dense, {accuracy_pruned:.1%} right after pruning, "
       f"{accuracy_finetuned:.1%} after 3 epochs of fine-tuning")
@@ -273,8 +275,7 @@ sizes.round(2)
 # by side (chapter 3 measures the layout on its own). Each network is timed in both layouts, and each
 # pruned network is compared with the dense one in the same layout:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 test_batch = digits.x_test[:64]
 test_batch_cl = test_batch.contiguous(memory_format=torch.channels_last)
 for net in (dense, finetuned):
@@ -295,8 +296,7 @@ prune_table.round(3)
 # halve), but batch norm, ReLU and max pooling touch each value once: their work only halves. Where
 # does the time go, layer kind by layer kind?
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 networks = {"dense, NCHW": (dense, test_batch), "pruned, NCHW": (finetuned, test_batch),
             "dense, channels_last": (dense_cl, test_batch_cl), "pruned, channels_last": (finetuned_cl, test_batch_cl)}
 layer_times = pd.DataFrame({name: time_layers(net, batch).groupby("kind")["median_ms"].sum()
@@ -312,8 +312,7 @@ layer_times.round(3)
 # convolutions dominate both networks. The speed-up of a structural change depends on which layers
 # dominate *on your machine*: measure it in the layout you will deploy.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 prune_claim = make_claim(2, "channel_pruning_50_2x", "Pruning 50% of the channels makes the digits CNN at least 2x "
                          "faster at batch 64 in channels_last.", threshold=2.0,
                          ratio=timing_ratio(prune_timings["dense, channels_last"],
@@ -325,7 +324,7 @@ report_claim(prune_claim, holds="The convolutions, which dominate in channels_la
 
 # %%
 print("Fine-tuned accuracy within 1.5 points of the dense network:", accuracy_finetuned >= accuracy_dense - 0.015)
-print("Input model untouched:", count_parameters(dense) == 94186)
+print("Input model untouched:", all(torch.equal(dense_state[k], v) for k, v in dense.state_dict().items()))
 
 # %% [markdown]
 # ### Explore: the pruning ratio
@@ -345,8 +344,7 @@ def pruning_point(ratio: float) -> dict:
             "latency_ms (batch 64)": latency.median_ms, "accuracy": evaluate_accuracy(net, digits.x_test, digits.y_test)}
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 live_control(lambda ratio: pd.DataFrame([pruning_point(ratio)]).set_index("ratio").round(3),
              ratio=widgets.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.1, description="ratio",
                                        continuous_update=False))
@@ -354,8 +352,7 @@ live_control(lambda ratio: pd.DataFrame([pruning_point(ratio)]).set_index("ratio
 # %% [markdown]
 # The whole sweep, as a static figure for the book:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 ratios = [0.0, 0.25, 0.5, 0.75, 0.9]
 prune_sweep = pd.DataFrame([pruning_point(r) for r in ratios]).set_index("ratio")
 prune_sweep.round(3)
@@ -372,7 +369,7 @@ plot_sweep(ratios, {"parameters": prune_sweep["parameters"], "latency": prune_sw
 # in, but the tensors keep their shape: the same bytes are stored and the same dense arithmetic runs.
 
 # %%
-masked = prune_channels(dense, 0.0)
+masked = copy.deepcopy(dense)
 for layer in masked:
     if isinstance(layer, (nn.Conv2d, nn.Linear)):
         torch_prune.l1_unstructured(layer, name="weight", amount=0.5)
@@ -381,8 +378,7 @@ zeros = sum((layer.weight == 0).sum().item() for layer in masked if isinstance(l
 print(f"weights set to zero: {zeros}; parameters still stored: {count_parameters(masked)}; "
       f"serialized size unchanged: {serialized_size_bytes(masked) == serialized_size_bytes(dense)}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 masked.eval()
 with torch.inference_mode():
     mask_timings = measure_interleaved({"dense": lambda: dense(test_batch), "50% masked": lambda: masked(test_batch)},
@@ -414,8 +410,7 @@ print("output shape after pruning:", tuple(resnet_pruned(image).shape))
 pd.DataFrame({"before": resnet_before, "after": resnet_after}).assign(
     ratio=lambda t: t["before"] / t["after"]).round(2)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 with torch.inference_mode():
     resnet_table = compare_variants({"resnet18": lambda: resnet(image), "resnet18 pruned 50%": lambda: resnet_pruned(image)},
                                     min_run_time=1.0)
@@ -502,8 +497,7 @@ check_number("Exercise 3", float(torch.equal(my_l1_ranking(probe_conv), l1_filte
 # %% [markdown]
 # ## 7. Summary
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 entries = [
     make_entry(2, "depthwise_separable_conv", metric="latency, 256 ch, 14x14, batch 8", unit="ms",
                baseline=ds_table.loc["standard 3x3", "median_ms"], optimized=ds_table.loc["depthwise separable", "median_ms"],

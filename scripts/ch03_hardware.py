@@ -28,8 +28,10 @@
 
 # %% [markdown]
 # ## Setup
+# The next cell is collapsed: on Colab only, it installs the course's helpers (elsewhere `make lab`
+# has installed them and it does nothing). Click its ⋯ to read it.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
 import importlib.util
 import subprocess
@@ -44,8 +46,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
     importlib.invalidate_caches()
     print("Colab: installed the course helpers")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import os
 
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # one C++ compile at a time: see section 3
@@ -110,8 +111,7 @@ print(f"device: {device}; parameters on {next(model.parameters()).device}; batch
 # read it directly, and `non_blocking=True` returns at once so the copy overlaps with compute.
 # `DataLoader(pin_memory=True)` puts each batch in pinned memory for you (chapter 4).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if device.type == "cuda":
     copies = compare_host_to_device(megabytes=64)
     display(copies.round(2))
@@ -125,8 +125,7 @@ else:
 # queueing, not the work (chapter 1 measured this); the course's timing helpers synchronise the
 # device before reading the clock.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if device.type == "cuda":
     square = torch.randn(4096, 4096, device=device)
     returned_ms, finished_ms = launch_versus_completion_ms(lambda: square @ square, repeats=20)
@@ -151,8 +150,7 @@ else:
 # each need a few hundred MB), and `cpp_cache_precompile_headers=False` skips building the
 # precompiled-header cache (about 500 MB). ResNet-18 inference at batch 8, 224x224:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 resnet = resnet18().eval().to(device)
 images = torch.randn(8, 3, 224, 224, device=device)
 compiled = torch.compile(copy.deepcopy(resnet), options={"cpp_cache_precompile_headers": False})
@@ -171,8 +169,7 @@ if saved_ms > 0:
     print(f"compilation pays for itself after about {compile_s * 1e3 / saved_ms:.0f} calls")
 compile_table.round(2)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 compile_claim = make_claim(3, "torch_compile_1.2x", "torch.compile makes ResNet-18 inference at batch 8 at least 1.2x "
                            "faster than eager, once compiled.", threshold=1.2,
                            ratio=timing_ratio(compile_timings["eager"], compile_timings["torch.compile"]),
@@ -199,8 +196,7 @@ with torch.inference_mode():
 # NCHW layout those channels are a whole plane apart; in `channels_last` (NHWC) they sit side by
 # side, which suits vector units and tensor cores. The same ResNet-18 inference, eager, in both layouts:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 resnet_cl = copy.deepcopy(resnet).to(memory_format=torch.channels_last)
 images_cl = images.contiguous(memory_format=torch.channels_last)
 with torch.inference_mode():
@@ -209,8 +205,7 @@ with torch.inference_mode():
 layout_table = timing_table(layout_timings)
 layout_table.round(2)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 layout_claim = make_claim(3, "channels_last_1.1x", "channels_last makes eager ResNet-18 inference at batch 8 at least "
                           "1.1x faster than NCHW.", threshold=1.1,
                           ratio=timing_ratio(layout_timings["NCHW"], layout_timings["channels_last"]),
@@ -241,8 +236,7 @@ show_source(make_grad_scaler)
 # instructions it is far too slow to train; the widget below measures it). The learning rate follows
 # a cosine to zero so that the final accuracy is steady; accuracy is evaluated in fp32.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 digits = load_digits_split(image_size=32)
 train_loader = tensor_loader(digits.x_train, digits.y_train, batch_size=64, shuffle=True)
 trained_precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
@@ -260,8 +254,7 @@ print({p: f"{a:.1%}" for p, a in accuracy.items()})
 # "Saved for backward" counts the bytes of the tensors autograd keeps between the forward and the
 # backward pass, which is where low precision saves memory:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 x_step, y_step = digits.x_train[:64].to(device), digits.y_train[:64].to(device)
 steppers = {p: (copy.deepcopy(trained["fp32"]), p) for p in trained_precisions}
 optimizers = {p: torch.optim.SGD(net.parameters(), lr=1e-3) for p, (net, _) in steppers.items()}
@@ -278,8 +271,7 @@ step_table.round(3)
 plot_comparison(step_table["median_ms"].to_dict(), metric="training step, small CNN, batch 64", unit="ms",
                 hardware=hw.label, higher_is_better=False, title="Mixed-precision training step")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 native_bf16 = hw.gpu_bf16 if device.type == "cuda" else hw.cpu_native_bf16
 bf16_ratio = timing_ratio(step_timings["fp32"], step_timings["bf16"])
 if native_bf16:
@@ -302,8 +294,7 @@ print("bf16 accuracy within 1 point of fp32:", accuracy["bf16"] >= accuracy["fp3
 print("bf16 keeps about half the bytes for backward:",
       0.4 < step_table.loc["bf16", "saved_for_backward_MB"] / step_table.loc["fp32", "saved_for_backward_MB"] < 0.75)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(explain_precision("bf16", hw))
 
 # %% [markdown]
@@ -323,16 +314,14 @@ def precision_report(precision: str) -> pd.DataFrame:
     return pd.DataFrame([point]).set_index("precision").round(4)
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 live_control(precision_report, precision=widgets.ToggleButtons(options=list(PRECISIONS), value="fp32",
                                                                 description="precision"))
 
 # %% [markdown]
 # The same measurement for every precision this device runs, as a static figure for the book:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 runnable = [p for p in PRECISIONS if p != "tf32" or device.type == "cuda"]
 precision_sweep = pd.DataFrame([precision_point(*workload, p) for p in runnable]).set_index("precision")
 precision_sweep.round(4)
@@ -341,8 +330,7 @@ precision_sweep.round(4)
 plot_comparison(precision_sweep["train_step_ms"].to_dict(), metric="ResNet-18 training step", unit="ms",
                 hardware=hw.label, higher_is_better=False, title="One training step in each precision")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for precision in runnable:
     print(f"{precision}: {explain_precision(precision, hw)}")
 
@@ -355,8 +343,7 @@ for precision in runnable:
 # - **TF32** lets tensor cores multiply fp32 matrices with a 10-bit mantissa: several times faster, with a
 #   relative error around 1e-3 instead of 1e-6. PyTorch leaves it off for matmuls by default.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if device.type == "cuda":
     display(compare_tf32_matmul(4096).round(6))
     small = small_cnn().eval().to(device)
@@ -435,8 +422,7 @@ check_number("Exercise 3", break_even_calls, compile_s * 1e3 / max(saved_ms, 1e-
 # %% [markdown]
 # ## 9. Summary
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 entries = [
     make_entry(3, "mixed_precision_bf16", metric="training step, small CNN, batch 64", unit="ms",
                baseline=step_table.loc["fp32", "median_ms"], optimized=step_table.loc["bf16", "median_ms"],

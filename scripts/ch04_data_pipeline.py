@@ -28,8 +28,10 @@
 
 # %% [markdown]
 # ## Setup
+# The next cell is collapsed: on Colab only, it installs the course's helpers (elsewhere `make lab`
+# has installed them and it does nothing). Click its ⋯ to read it.
 
-# %%
+# %% jupyter={"source_hidden": true}
 # On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)
 import importlib.util
 import subprocess
@@ -44,8 +46,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
     importlib.invalidate_caches()
     print("Colab: installed the course helpers")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import gc
 
 import ipywidgets as widgets
@@ -72,8 +73,7 @@ claims = []  # this chapter's speed claims, judged on this machine; recorded in 
 # JPEG files in the `ImageFolder` layout (`<root>/<class>/<n>.jpg`). The folder is a cache, not part
 # of the repository; a second call finds it complete and writes nothing.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 root, written = write_digit_images(size=128, copies=2)
 print(f"{root}: {'written now' if written else 'already there, reused'}")
 
@@ -104,8 +104,7 @@ show_source(image_folder)
 # With `num_workers=0` the main process loads, then trains, so the two costs add up; with worker
 # processes, loading the next batches overlaps with training the current one.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 torch.manual_seed(0)
 model = small_cnn((16, 32), in_channels=3)
 bottleneck = pd.DataFrame({f"num_workers={w}": training_throughput(make_loader(files, num_workers=w), model, max_batches=20)
@@ -121,8 +120,7 @@ bottleneck.round(0)
 # costs gives; the measured `num_workers=0` row should be close to it. On a shared or busy machine,
 # rows that should match can differ by 10-20 % from run to run: re-run the cell to see the noise.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 row = bottleneck.loc["num_workers=0"]
 verdict = ("the model is the bottleneck" if row["loader alone"] > row["training step alone"]
            else f"the model is starved: it could train {row['training step alone'] / row['loader alone']:.1f}x faster")
@@ -152,8 +150,7 @@ del iterator
 # The private memory of one worker over one epoch, running one full collection as it starts
 # (as a long-running worker eventually does by itself), before and after freezing:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 private_before = worker_private_memory_bytes(files, num_workers=1, run_gc=True)
 gc.collect()
 gc.freeze()
@@ -181,8 +178,7 @@ def loader_report(num_workers: int, batch_size: int, pin_memory: bool, persisten
                         index=[f"num_workers={num_workers}"]).round(1)
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 wide = {"description_width": "initial"}
 live_control(loader_report,
              num_workers=widgets.IntSlider(value=0, min=0, max=2 * cores, description="num_workers",
@@ -196,8 +192,7 @@ live_control(loader_report,
 # %% [markdown]
 # The whole sweep from 0 to twice the core count, in alternating rounds, as a static figure:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 worker_counts = list(range(0, 2 * cores + 1))
 worker_runs = measure_loaders({w: make_loader(files, num_workers=w) for w in worker_counts}, rounds=5)
 worker_sweep = loader_table(worker_runs)
@@ -215,8 +210,7 @@ plot_sweep(worker_counts, {"throughput": worker_sweep["images_per_s"], "start-up
 # PyTorch warns. The time to the first batch grows with the worker count, because each worker is a
 # new process that must start before it can deliver.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if cores >= 2:
     workers_claim = make_claim(4, "two_workers_1.3x", "With two DataLoader workers the loader delivers at least 1.3x "
                                "the images per second of loading in the main process.", threshold=1.3,
@@ -236,8 +230,7 @@ else:
 # to the GPU can use DMA and overlap with compute (`.to(device, non_blocking=True)`; chapter 3
 # measured the copy itself).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 device = pick_device()
 if device.type == "cuda":
     def epoch_to_gpu(pin: bool) -> float:
@@ -278,8 +271,7 @@ else:
 # %%
 show_source(DecodedCache)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cache = DecodedCache(files, transform=augment)
 article_cache = ObjectListCache(files)
 print(f"RAM held by the decoded cache: {cache.nbytes / 2**20:.0f} MB for {len(cache)} images "
@@ -293,15 +285,13 @@ print("the article's cache returns the very same stored array every time:", arti
 # One epoch, decoding from disk against reading the decoded cache, both with the same random crop,
 # in alternating rounds:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cache_runs = measure_loaders({"decode from disk": make_loader(files), "decoded cache": make_loader(cache)}, rounds=3)
 cache_table = loader_table(cache_runs)
 cache_table["speedup"] = cache_table["images_per_s"] / cache_table.loc["decode from disk", "images_per_s"]
 cache_table.drop(columns="warnings").round(2)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cache_claim = make_claim(4, "decoded_cache_3x", "Reading the decoded cache makes an epoch of the loader at least 3x "
                          "faster than decoding the JPEG files.", threshold=3.0,
                          ratio=loader_ratio(cache_runs, "decode from disk", "decoded cache"), hardware=hw.label)
@@ -317,8 +307,7 @@ report_claim(cache_claim, holds="JPEG decoding was most of the loader's work; th
 # a worker that walks a list of Python objects gradually copies the pages holding them. Measured:
 # the private memory (USS) of two forked workers after one epoch over each cache:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 private_mb = {name: worker_private_memory_bytes(dataset) / 2**20
               for name, dataset in {"one uint8 tensor (DecodedCache)": cache,
                                     "list of NumPy arrays (article)": article_cache}.items()}
@@ -376,8 +365,7 @@ check_number("Exercise 2", serial_throughput, bottleneck.loc["num_workers=0", "s
 # %% [markdown]
 # ## 8. Summary
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 best_workers = int(worker_sweep["images_per_s"].idxmax())
 entries = [
     make_entry(4, "dataloader_workers", metric="loader throughput, batch 64", unit="images/s",

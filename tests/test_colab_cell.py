@@ -26,6 +26,9 @@ def test_first_code_cell_is_the_generated_colab_cell(chapter):
     first_code = next(cell for cell in nb.cells if cell.cell_type == "code")
     assert first_code.source == colab_setup_source(COURSE), "run `python tools/colab_cell.py --write`"
     assert first_code.outputs == [], "off Colab the cell prints nothing"
+    assert first_code.metadata.get("jupyter", {}).get("source_hidden") is True, "collapsed in JupyterLab"
+    title = nb.cells[nb.cells.index(first_code) - 1]
+    assert title.cell_type == "markdown" and "The next cell is collapsed" in title.source
 
 
 def test_colab_cell_installs_the_pinned_extra_packages():

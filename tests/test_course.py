@@ -84,3 +84,17 @@ def test_binder_post_build_installs_the_helpers_and_the_chapters_kernel():
     kernel = nbformat.read(ROOT / COURSE.chapters[0].file, as_version=4).metadata["kernelspec"]["name"]
     assert "pip install --quiet --no-deps -e ." in text
     assert f"ipykernel install --sys-prefix --name {kernel} " in text
+
+
+def test_jupyterlab_never_asks_to_fetch_news_from_the_internet():
+    """The course runs offline: `make setup` installs settings that turn the news feed and update check off."""
+    import json
+
+    overrides = json.loads((ROOT / "tools" / "jupyterlab_overrides.json").read_text())
+    notification = overrides["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}
+    makefile = (ROOT / "Makefile").read_text()
+    assert "cp tools/jupyterlab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json" in makefile
+    if (Path(sys.prefix) / ".course-installed").exists():  # running in the environment `make setup` built
+        installed = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+        assert json.loads(installed.read_text()) == overrides

@@ -21,18 +21,20 @@ sys.path.insert(0, str(ROOT))
 from helpers.course import colab_setup_source, load_course  # noqa: E402
 
 MARKER = "# On Colab only:"
+HIDDEN = {"source_hidden": True}  # JupyterLab shows the cell collapsed; the markdown above says what it is
 
 
 def update_notebook(nb: nbformat.NotebookNode, source: str) -> bool:
-    """Make the first code cell the Colab cell; return True if the notebook changed."""
+    """Make the first code cell the Colab cell, collapsed; return True if the notebook changed."""
     code = [index for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     first = nb.cells[code[0]] if code else None
-    if first is not None and first.source.startswith(MARKER):
-        changed = first.source != source
-        first.source = source
-        return changed
-    nb.cells.insert(code[0] if code else len(nb.cells), nbformat.v4.new_code_cell(source))
-    return True
+    if first is None or not first.source.startswith(MARKER):
+        first = nbformat.v4.new_code_cell("")
+        nb.cells.insert(code[0] if code else len(nb.cells), first)
+    changed = first.source != source or first.metadata.get("jupyter") != HIDDEN
+    first.source = source
+    first.metadata["jupyter"] = dict(HIDDEN)
+    return changed
 
 
 def main() -> int:
