@@ -10,7 +10,8 @@ One concern per module; learners are welcome to read them:
 - phases: time the phases of a training step
 - data / models / training: the digits data, small models, plain loops
 - images / loading: the digits as JPEG files on disk, Datasets, DataLoader measurements
-- ledger: the course's results ledger
+- ledger: the course's results ledger (measured results and claims)
+- threads: spinning processes that keep cores busy, for oversubscription experiments
 - layers / pruning / zoo: depthwise separable conv, channel pruning, torchvision architectures
 - plots / widgets / checks / source: charts, live controls, exercise checks, showing helper code
 """
@@ -30,7 +31,7 @@ from .measure import (
     measure_percentiles, synchronize, synchronized_clock, throughput, time_layers, timing_table,
 )
 from .loading import (
-    LoaderTiming, child_pids, compare_loaders, loader_ratio, loader_table, make_loader, measure_loader, measure_loaders,
+    LoaderTiming, child_pids, loader_ratio, loader_table, make_loader, measure_loader, measure_loaders,
     new_child_processes, normalize_batch,
     training_throughput, worker_private_memory_bytes,
 )

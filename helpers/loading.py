@@ -121,11 +121,6 @@ def loader_ratio(timings: Mapping[str, list[LoaderTiming]], baseline: object, op
                         higher_is_better=True)
 
 
-def compare_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2, max_batches: int | None = None) -> pd.DataFrame:
-    """Median images/s and time to first batch of each loader over alternating one-epoch rounds."""
-    return loader_table(measure_loaders(loaders, rounds=rounds, max_batches=max_batches))
-
-
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 images in [0, 255] to floats in [-1, 1], once per batch (cheaper than once per image in the workers)."""
     return images.float().div_(127.5).sub_(1.0)

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from helpers import (
-    DecodedCache, ObjectListCache, cache_root, compare_loaders, image_folder, make_loader, measure_loader,
+    DecodedCache, ObjectListCache, cache_root, image_folder, make_loader, measure_loader,
     normalize_batch, write_digit_images,
 )
 
@@ -121,10 +121,12 @@ def test_measure_loader_needs_two_batches(digits_root):
         measure_loader(make_loader(image_folder(digits_root), batch_size=DIGIT_IMAGES))
 
 
-def test_compare_loaders_returns_one_row_per_loader(digits_root):
+def test_loader_table_has_one_row_per_loader(digits_root):
+    from helpers.loading import loader_table, measure_loaders
+
     folder = image_folder(digits_root)
-    table = compare_loaders({"b32": make_loader(folder, batch_size=32), "b64": make_loader(folder)}, rounds=1,
-                            max_batches=3)
+    table = loader_table(measure_loaders({"b32": make_loader(folder, batch_size=32), "b64": make_loader(folder)},
+                                         rounds=1, max_batches=3))
     assert isinstance(table, pd.DataFrame)
     assert list(table.index) == ["b32", "b64"]
     assert list(table.columns) == ["images_per_s", "first_batch_ms", "warnings"]
