@@ -63,7 +63,7 @@ from torchvision.models import resnet18
 from helpers import (
     PRECISIONS, amp_train_step, check_number, compare_host_to_device, compare_tf32_matmul, compare_variants,
     cuda_graph_replay, evaluate_accuracy, explain_precision, launch_versus_completion_ms, ledger_table, live_control,
-    load_digits_split, make_claim, make_entry, make_grad_scaler, measure_interleaved, measure_latency, pick_device,
+    load_digits_split, make_claim, make_entry, make_grad_scaler, measure_interleaved, pick_device,
     plot_comparison, precision_point, precision_workload, record_chapter, report_claim, saved_activation_bytes,
     setup_chapter, show_source, small_cnn, tensor_loader, timing_ratio, timing_table, train_epochs,
 )

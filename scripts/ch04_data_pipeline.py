@@ -58,7 +58,7 @@ from torchvision.transforms import v2
 from helpers import (
     DecodedCache, ObjectListCache, check_number, child_pids, image_folder, ledger_table, live_control,
     loader_ratio, loader_table, make_claim, make_entry, make_loader, measure_loader, measure_loaders, new_child_processes,
-    normalize_batch, pick_device, plot_sweep, record_chapter, report_claim, setup_chapter, show_source,
+    pick_device, plot_sweep, record_chapter, report_claim, setup_chapter, show_source,
     small_cnn, training_throughput, worker_private_memory_bytes, write_digit_images,
 )
 
