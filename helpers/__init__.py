@@ -39,7 +39,7 @@ from .memory import track_peak_memory
 from .models import small_cnn
 from .precision import (
     PRECISIONS, amp_train_step, check_precision, explain_precision, make_grad_scaler, precision_mode, precision_point,
-    precision_workload, saved_activation_bytes,
+    precision_sweep, precision_workload, saved_activation_bytes,
 )
 from .phases import PhaseTimes, compare_step_phases, time_step_phases
 from .plots import pareto_front, plot_breakdown, plot_comparison, plot_roofline, plot_sweep, plot_tradeoff

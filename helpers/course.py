@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_TOML = ROOT / "book.toml"
+REFERENCE_RUNS = ROOT / "results" / "gpu"
+VERSION_KEYS = ("gpu", "driver", "cuda", "torch", "python")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,48 @@ def load_course(path: Path | str = BOOK_TOML) -> Course:
         raise ValueError(f"chapter numbers in {path} must run 1, 2, ... in order, got {numbers}")
     return Course(meta["title"], tuple(meta["authors"]), meta["repository"], meta["branch"], chapters,
                   tuple(data.get("colab", {}).get("packages", ())))
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The chapters executed on a GPU by tools/gpu_run.sh: executed notebooks, ledger and versions in one folder."""
+
+    folder: Path
+    gpu: str
+    driver: str
+    cuda: str
+    torch: str
+    python: str
+
+    @property
+    def label(self) -> str:
+        """What measured this run, for captions: GPU, driver, CUDA and torch versions."""
+        return f"{self.gpu}, driver {self.driver}, CUDA {self.cuda}, torch {self.torch}"
+
+    def notebook(self, chapter: Chapter) -> Path | None:
+        """This run's executed copy of the chapter, or None if the run predates the chapter."""
+        path = self.folder / Path(chapter.file).name
+        return path if path.exists() else None
+
+
+def reference_run_name(versions: dict) -> str:
+    """Folder name for a run, from its GPU and software versions, e.g. 'nvidia-h200_cuda13.0_torch2.11.0'."""
+    missing = [key for key in VERSION_KEYS if not versions.get(key)]
+    if missing:
+        raise ValueError(f"versions needs {', '.join(VERSION_KEYS)}; missing or empty: {', '.join(missing)}")
+    gpu = re.sub(r"[^a-z0-9]+", "-", versions["gpu"].lower()).strip("-")
+    torch_version = versions["torch"].split("+")[0]
+    return f"{gpu}_cuda{versions['cuda']}_torch{torch_version}"
+
+
+def load_reference_runs(root: Path = REFERENCE_RUNS) -> list[ReferenceRun]:
+    """Every reference run kept under root (one folder each, with its versions.json), sorted by folder name."""
+    runs = []
+    for versions_file in sorted(Path(root).glob("*/versions.json")):
+        versions = json.loads(versions_file.read_text())
+        reference_run_name(versions)  # raises a ValueError naming what the file lacks
+        runs.append(ReferenceRun(versions_file.parent, *(str(versions[key]) for key in VERSION_KEYS)))
+    return runs
 
 
 def pinned_requirement(name: str, requirements: Path = ROOT / "requirements.txt") -> str:

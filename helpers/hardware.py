@@ -142,9 +142,12 @@ class HardwareReport:
 
     @property
     def label(self) -> str:
-        """Short name for plot captions: the device that does the work."""
-        if self.gpu_name:
-            return self.gpu_name
+        """Short name for plot captions of work on the chosen device (the GPU where there is one)."""
+        return self.gpu_name or self.cpu_label
+
+    @property
+    def cpu_label(self) -> str:
+        """Short name for plot captions of work that runs on the CPU, even where a GPU exists."""
         return f"{self.cpu_model} ({self.cpu_isa}, {self.cpu_cores} cores)"
 
     def summary_line(self) -> str:
@@ -172,7 +175,8 @@ def _gpu_facts() -> tuple[str | None, bool | None, bool | None]:
     """Name, bf16 support and tensor-core presence of the first GPU, if any."""
     if torch.cuda.is_available():
         major, _minor = torch.cuda.get_device_capability(0)
-        return torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), major >= 7
+        # Without including_emulation=False, GPUs older than Ampere report bf16 that runs emulated and slow.
+        return torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(including_emulation=False), major >= 7
     if torch.backends.mps.is_available():
         return "Apple GPU (MPS)", True, None
     return None, None, None

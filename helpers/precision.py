@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
+import pandas as pd
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
 from .hardware import HardwareReport
-from .measure import measure_latency
+from .measure import Timing, measure_interleaved, measure_latency
 from .memory import track_peak_memory
 from .validate import require_choice, require_instance
 
@@ -38,11 +40,15 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 
 @contextmanager
-def _tf32_math() -> Iterator[None]:
-    """Let cuBLAS matmuls and cuDNN convolutions use TF32 inside the block; restore the previous settings after."""
+def _cuda_fp32_math(mode: str) -> Iterator[None]:
+    """Set how cuBLAS matmuls and cuDNN convolutions compute fp32 ("ieee" or "tf32") inside the block; restore after.
+
+    PyTorch's defaults differ between the two: matmuls in full fp32, cuDNN convolutions in TF32. Setting
+    both makes "fp32" mean fp32 everywhere and "tf32" mean TF32 everywhere.
+    """
     saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
-    torch.backends.cuda.matmul.fp32_precision = "tf32"
-    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
     try:
         yield
     finally:
@@ -51,14 +57,14 @@ def _tf32_math() -> Iterator[None]:
 
 @contextmanager
 def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
-    """Run the block in that precision: autocast for bf16 and fp16, TF32 math for tf32, plain fp32 otherwise."""
+    """Run the block in that precision: autocast for bf16 and fp16, TF32 math for tf32, true fp32 for fp32."""
     device = torch.device(device)
     check_precision(precision, device)
     if precision in AUTOCAST_DTYPES:
         with torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]):
             yield
-    elif precision == "tf32":
-        with _tf32_math():
+    elif device.type == "cuda":
+        with _cuda_fp32_math("tf32" if precision == "tf32" else "ieee"):
             yield
     else:
         yield
@@ -114,31 +120,73 @@ def saved_activation_bytes(model: nn.Module, inputs: torch.Tensor, precision: st
     return sum(sizes)
 
 
+def _precision_costs(model: nn.Module, trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     precision: str) -> dict:
+    """What one precision costs besides time: bytes kept for backward, output error, and on CUDA the peak memory."""
+    with torch.inference_mode():
+        with precision_mode("fp32", inputs.device):
+            reference = model(inputs).float()
+        with precision_mode(precision, inputs.device):
+            output = model(inputs)
+    costs = {"saved_for_backward_MB": saved_activation_bytes(trainee, inputs, precision) / 2**20,
+             "relative_error": relative_error(output, reference)}
+    if inputs.device.type == "cuda":
+        optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+        with track_peak_memory() as memory:
+            amp_train_step(trainee, inputs, targets, optimizer, make_grad_scaler(precision, inputs.device), precision)
+        costs["gpu_peak_MB"] = memory.cuda_peak_bytes / 2**20
+    return costs
+
+
 def precision_point(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str, *, min_run_time: float = 0.3
 ) -> dict:
-    """Inference latency, training-step time, memory kept for backward, and output error against fp32."""
+    """One precision alone (for a widget): inference latency, training-step time, memory and output error."""
     require_instance("model", model, nn.Module)
     check_precision(precision, inputs.device)
     model.eval()
-    with torch.inference_mode():
-        reference = model(inputs).float()
-        with precision_mode(precision, inputs.device):
-            output = model(inputs)
-            inference = measure_latency(lambda: model(inputs), min_run_time=min_run_time, warmup=1)
+    with torch.inference_mode(), precision_mode(precision, inputs.device):
+        inference = measure_latency(lambda: model(inputs), min_run_time=min_run_time, warmup=1)
     trainee = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
     scaler = make_grad_scaler(precision, inputs.device)
     step = measure_latency(lambda: amp_train_step(trainee, inputs, targets, optimizer, scaler, precision),
                            min_run_time=min_run_time, warmup=1)
-    point = {"precision": precision, "inference_ms": inference.median_ms, "train_step_ms": step.median_ms,
-             "saved_for_backward_MB": saved_activation_bytes(trainee, inputs, precision) / 2**20,
-             "relative_error": relative_error(output, reference)}
-    if inputs.device.type == "cuda":
-        with track_peak_memory() as memory:
-            amp_train_step(trainee, inputs, targets, optimizer, scaler, precision)
-        point["gpu_peak_MB"] = memory.cuda_peak_bytes / 2**20
-    return point
+    return {"precision": precision, "inference_ms": inference.median_ms, "train_step_ms": step.median_ms,
+            **_precision_costs(model, trainee, inputs, targets, precision)}
+
+
+def precision_sweep(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precisions: Sequence[str], *,
+    rounds: int = 3, min_run_time: float = 1.0,
+) -> tuple[pd.DataFrame, dict[str, Timing]]:
+    """Every precision's point, inference and training steps timed in alternating rounds; also the step Timings.
+
+    One trainee serves every precision (a step's time does not depend on the weights' values), so the
+    sweep holds one extra copy of the model, not one per precision.
+    """
+    require_instance("model", model, nn.Module)
+    if not precisions:
+        raise ValueError(f"precisions must name at least one of {PRECISIONS}")
+    for precision in precisions:
+        check_precision(precision, inputs.device)
+    model.eval()
+    trainee = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+    scalers = {p: make_grad_scaler(p, inputs.device) for p in precisions}
+
+    def infer(precision: str) -> torch.Tensor:
+        with torch.inference_mode(), precision_mode(precision, inputs.device):
+            return model(inputs)
+
+    inference = measure_interleaved({p: partial(infer, p) for p in precisions}, rounds=rounds,
+                                    min_run_time=min_run_time, warmup=1)
+    steps = measure_interleaved(
+        {p: partial(amp_train_step, trainee, inputs, targets, optimizer, scalers[p], p) for p in precisions},
+        rounds=rounds, min_run_time=min_run_time, warmup=1)
+    rows = [{"precision": p, "inference_ms": inference[p].median_ms, "train_step_ms": steps[p].median_ms,
+             **_precision_costs(model, trainee, inputs, targets, p)} for p in precisions]
+    return pd.DataFrame(rows).set_index("precision"), steps
 
 
 def explain_precision(precision: str, report: HardwareReport) -> str:

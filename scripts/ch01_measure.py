@@ -252,7 +252,7 @@ sweep.round(3)
 # %%
 plot_sweep(batch_sizes, {"latency_ms": sweep["latency_ms"], "images_per_s": sweep["images_per_s"]},
            xlabel="batch size", ylabels={"latency_ms": "latency (ms)", "images_per_s": "throughput (images/s)"},
-           hardware=hw.label, title="Bigger batches: more throughput, more latency")
+           hardware=hw.cpu_label, title="Bigger batches: more throughput, more latency")
 
 # %% [markdown]
 # ### A claim, judged with its uncertainty
@@ -270,7 +270,7 @@ show_source(paired_ratio)
 per_image_s = {b: [t / b for t in timings[b].round_medians_s] for b in (1, 64)}
 batching = make_claim(1, "batching_throughput", "At batch 64 the small CNN processes at least 1.5x more images per "
                       "second than at batch 1.", threshold=1.5, ratio=paired_ratio(per_image_s[1], per_image_s[64]),
-                      hardware=hw.label)
+                      hardware=hw.cpu_label)
 claims.append(batching)
 report_claim(batching,
              holds=f"Fixed costs per call (Python, operator dispatch, reading the weights) are a large share "
@@ -400,7 +400,7 @@ if cache_bytes is not None:
 
 # %%
 points = {name: (row.flop_per_byte, row.gflop_per_s) for name, row in rates.iterrows() if row.flops > 0}
-plot_roofline(peak_gflops, peak_gbps, points, hardware=hw.label, theoretical_gflops=theoretical)
+plot_roofline(peak_gflops, peak_gbps, points, hardware=hw.cpu_label, theoretical_gflops=theoretical)
 
 # %% [markdown]
 # The element-wise operations lie far left of the ridge: whatever share of the bandwidth roof each
@@ -450,7 +450,7 @@ if busy >= 1:
     oversubscription = make_claim(
         1, "threads_fair_share", "While other processes keep half of the cores busy, a 512x512 matrix product "
         "on as many threads as there are free cores is at least 1.2x faster than on one thread per core.",
-        threshold=1.2, ratio=paired_ratio(greedy.round_medians_s, fair.round_medians_s), hardware=hw.label,
+        threshold=1.2, ratio=paired_ratio(greedy.round_medians_s, fair.round_medians_s), hardware=hw.cpu_label,
         condition="a CPU with at least 2 cores")
     claims.append(oversubscription)
     display(timing_table(shared).round(3))
@@ -539,7 +539,7 @@ data_speedup = paired_ratio(fetch["per-sample prep"].round_medians_s,
                             fetch["prepared once, batched fetch"].round_medians_s)
 fetch_claim = make_claim(1, "batched_fetch_data_phase", "Preparing the images once and fetching each batch with one "
                          "indexing operation makes the data phase at least 3x faster.", threshold=3.0,
-                         ratio=data_speedup, hardware=hw.label)
+                         ratio=data_speedup, hardware=hw.cpu_label)
 claims.append(fetch_claim)
 report_claim(fetch_claim, holds="64 Python-level `__getitem__` calls, 64 small upsamplings and a `torch.stack` "
                                 "became one indexing operation on a prepared tensor.",
@@ -571,7 +571,7 @@ breakdown.loc["speed-up"] = breakdown.iloc[0] / breakdown.iloc[1]
 breakdown.round(2)
 
 # %%
-plot_breakdown({name: t.phases_ms for name, t in steps.items()}, hardware=hw.label,
+plot_breakdown({name: t.phases_ms for name, t in steps.items()}, hardware=hw.cpu_label,
                title="Where a training step spends its time")
 
 # %% tags=["nbval-ignore-output"]
@@ -786,10 +786,10 @@ pd.DataFrame({"my_benchmark": mine, "measure_percentiles": {"p50_ms": helper.p50
 entries = [
     make_entry(1, "batching", metric="inference throughput, batch 64 vs 1", unit="images/s",
                baseline=sweep.loc[1, "images_per_s"], optimized=sweep.loc[64, "images_per_s"],
-               higher_is_better=True, hardware=hw.label, ratio=batching.ratio,
+               higher_is_better=True, hardware=hw.cpu_label, ratio=batching.ratio,
                extras={"best_batch_size": int(sweep["images_per_s"].idxmax())}),
     make_entry(1, "batched_data_fetch", metric="training step time, narrow CNN, batch 64", unit="ms",
-               baseline=before.step_ms, optimized=after.step_ms, higher_is_better=False, hardware=hw.label,
+               baseline=before.step_ms, optimized=after.step_ms, higher_is_better=False, hardware=hw.cpu_label,
                ratio=step_speedup, extras={"data_share_before": data_share, "data_phase_speedup": data_speedup.median,
                                            "amdahl_prediction": predicted}),
 ]

@@ -109,12 +109,12 @@ static.drop(columns=["size_bytes"]).round(2)
 
 # %%
 plot_tradeoff({n: (static.loc[n, "cpu latency (ms)"], static.loc[n, "published top-1 (%)"]) for n in ARCHITECTURES},
-              xlabel="measured latency, batch 1 (ms)", ylabel="published ImageNet top-1 (%)", hardware=hw.label,
+              xlabel="measured latency, batch 1 (ms)", ylabel="published ImageNet top-1 (%)", hardware=hw.cpu_label,
               title="Accuracy against latency on this machine")
 
 # %%
 plot_tradeoff({n: (static.loc[n, "flops"] / 1e9, static.loc[n, "cpu latency (ms)"]) for n in ARCHITECTURES},
-              xlabel="GFLOPs per image", ylabel="measured latency (ms)", hardware=hw.label,
+              xlabel="GFLOPs per image", ylabel="measured latency (ms)", hardware=hw.cpu_label,
               title="FLOPs against latency: not a straight line")
 
 # %% [markdown]
@@ -182,7 +182,7 @@ ds_table.round(3)
 ds_claim = make_claim(2, "depthwise_separable_3x", "At 256 channels, 14x14, batch 8, a depthwise separable 3x3 "
                       "convolution is at least 3x faster than a standard one.", threshold=3.0,
                       ratio=timing_ratio(ds_timings["standard 3x3"], ds_timings["depthwise separable"]),
-                      hardware=hw.label)
+                      hardware=hw.cpu_label)
 claims.append(ds_claim)
 report_claim(ds_claim, holds="A large part of the 8.7x fewer FLOPs turns into time saved.",
              does_not_hold="On this machine the separable block saves less time than the claim expects: its "
@@ -212,7 +212,7 @@ points.round(2)
 plot_sweep(points["channels"].tolist(), {"measured": points["measured"], "theory": points["theory"]},
            xlabel="channels (resolution shrinks as channels grow)",
            ylabels={"measured": "measured speed-up (x)", "theory": "theoretical speed-up (x)"},
-           hardware=hw.label, title="Depthwise separable against standard 3x3 convolution")
+           hardware=hw.cpu_label, title="Depthwise separable against standard 3x3 convolution")
 
 # %% [markdown]
 # ### Explore: channels and kernel size
@@ -316,7 +316,7 @@ layer_times.round(3)
 prune_claim = make_claim(2, "channel_pruning_50_2x", "Pruning 50% of the channels makes the digits CNN at least 2x "
                          "faster at batch 64 in channels_last.", threshold=2.0,
                          ratio=timing_ratio(prune_timings["dense, channels_last"],
-                                            prune_timings["pruned 50%, channels_last"]), hardware=hw.label)
+                                            prune_timings["pruned 50%, channels_last"]), hardware=hw.cpu_label)
 claims.append(prune_claim)
 report_claim(prune_claim, holds="The convolutions, which dominate in channels_last, shrink about 4x.",
              does_not_hold="On this machine layers whose work only halves (batch norm, ReLU, pooling) keep too "
@@ -361,7 +361,7 @@ prune_sweep.round(3)
 plot_sweep(ratios, {"parameters": prune_sweep["parameters"], "latency": prune_sweep["latency_ms (batch 64)"],
                     "accuracy": prune_sweep["accuracy"]},
            xlabel="pruning ratio", ylabels={"latency": "latency, batch 64 (ms)", "accuracy": "test accuracy"},
-           hardware=hw.label, title="Channel pruning: smaller, faster, until accuracy gives way", logx=False)
+           hardware=hw.cpu_label, title="Channel pruning: smaller, faster, until accuracy gives way", logx=False)
 
 # %% [markdown]
 # ### Masks are not pruning
@@ -501,18 +501,18 @@ check_number("Exercise 3", float(torch.equal(my_l1_ranking(probe_conv), l1_filte
 entries = [
     make_entry(2, "depthwise_separable_conv", metric="latency, 256 ch, 14x14, batch 8", unit="ms",
                baseline=ds_table.loc["standard 3x3", "median_ms"], optimized=ds_table.loc["depthwise separable", "median_ms"],
-               higher_is_better=False, hardware=hw.label, ratio=ds_claim.ratio,
+               higher_is_better=False, hardware=hw.cpu_label, ratio=ds_claim.ratio,
                extras={"flops_ratio": count_flops(standard, feature_map) / count_flops(separable, feature_map),
                        "theory_ratio": 1 / separable_cost_ratio(channels, k)}),
     make_entry(2, "channel_pruning_50", metric="latency, batch 64, channels_last", unit="ms",
                baseline=prune_table.loc["dense, channels_last", "median_ms"],
                optimized=prune_table.loc["pruned 50%, channels_last", "median_ms"],
-               higher_is_better=False, hardware=hw.label, ratio=prune_claim.ratio,
+               higher_is_better=False, hardware=hw.cpu_label, ratio=prune_claim.ratio,
                extras={"params_ratio": count_parameters(dense) / count_parameters(finetuned),
                        "accuracy_before": accuracy_dense, "accuracy_after_finetune": accuracy_finetuned}),
     make_entry(2, "unstructured_pruning_50", metric="latency, batch 64", unit="ms",
                baseline=mask_timings["dense"].median_ms, optimized=mask_timings["50% masked"].median_ms,
-               higher_is_better=False, hardware=hw.label, ratio=mask_ratio),
+               higher_is_better=False, hardware=hw.cpu_label, ratio=mask_ratio),
 ]
 record_chapter(2, entries, claims)
 ledger_table(entries).round(3)

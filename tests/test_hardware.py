@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -32,6 +34,16 @@ def test_hardware_report_describes_this_machine():
     assert report.as_dict()["cpu_cores"] == report.cpu_cores
     if not torch.cuda.is_available():
         assert report.gpu_tensor_cores is None
+
+
+def test_cpu_label_names_the_cpu_even_where_the_label_names_a_gpu():
+    report = hardware_report()
+    assert report.cpu_model in report.cpu_label and report.cpu_isa in report.cpu_label
+    with_gpu = dataclasses.replace(report, device="cuda", gpu_name="Some GPU", gpu_bf16=True, gpu_tensor_cores=True)
+    assert with_gpu.label == "Some GPU"
+    assert with_gpu.cpu_label == report.cpu_label
+    without_gpu = dataclasses.replace(report, gpu_name=None)
+    assert without_gpu.label == without_gpu.cpu_label
 
 
 @pytest.mark.parametrize(("content", "cores"), [("200000 100000\n", 2), ("150000 100000\n", 1), ("50000 100000\n", 1),

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from helpers import (
     DecodedCache, ObjectListCache, cache_root, image_folder, make_loader, measure_loader,
-    normalize_batch, write_digit_images,
+    normalize_batch, small_cnn, training_throughput, write_digit_images,
 )
 
 DIGIT_IMAGES = 1797
@@ -173,3 +173,18 @@ def test_new_child_processes_finds_the_workers_a_loader_starts(digits_root):
     next(iterator)
     assert len(new_child_processes(before)) == 2
     del iterator
+
+
+def test_training_throughput_reports_loader_step_and_both(digits_root):
+    loader = make_loader(image_folder(digits_root, transform=v2.RandomCrop(16)), batch_size=16)
+    rates = training_throughput(loader, small_cnn((4,), in_channels=3), device="cpu", max_batches=3)
+    assert set(rates) == {"loader alone", "training step alone", "loader + training"}
+    assert all(rate > 0 for rate in rates.values())
+
+
+def test_training_throughput_rejects_what_is_not_a_loader_or_a_model(digits_root):
+    loader = make_loader(image_folder(digits_root), batch_size=16)
+    with pytest.raises(TypeError, match="loader"):
+        training_throughput([1, 2, 3], small_cnn((4,), in_channels=3))
+    with pytest.raises(TypeError, match="model"):
+        training_throughput(loader, "small_cnn")

@@ -8,6 +8,7 @@ from helpers import hardware_report, small_cnn, tensor_loader
 from helpers.gpu import compare_host_to_device, compare_tf32_matmul, cuda_graph_replay, launch_versus_completion_ms
 from helpers.precision import (
     PRECISIONS, amp_train_step, check_precision, explain_precision, make_grad_scaler, precision_mode, precision_point,
+    precision_sweep,
     saved_activation_bytes,
 )
 from helpers.training import train_epochs
@@ -80,6 +81,25 @@ def test_precision_point_bf16_error_is_small_but_not_zero():
     point = precision_point(small_cnn((4, 8)), torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3]), "bf16",
                             min_run_time=0.01)
     assert 0 < point["relative_error"] < 0.05
+
+
+def test_precision_sweep_times_every_precision_in_alternating_rounds():
+    torch.manual_seed(0)
+    table, steps = precision_sweep(small_cnn((4, 8)), torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3]),
+                                   ["fp32", "bf16"], rounds=3, min_run_time=0.03)
+    assert list(table.index) == ["fp32", "bf16"]
+    assert {"inference_ms", "train_step_ms", "saved_for_backward_MB", "relative_error"} <= set(table.columns)
+    assert table.loc["fp32", "relative_error"] == 0.0 < table.loc["bf16", "relative_error"]
+    assert set(steps) == {"fp32", "bf16"} and all(len(t.round_medians_s) == 3 for t in steps.values())
+
+
+@pytest.mark.parametrize(("precisions", "message"), [([], "at least one"), (["fp32", "fp8"], "fp8"),
+                                                     (["tf32"], "tf32 is a mode of NVIDIA tensor cores")])
+def test_precision_sweep_rejects_what_this_device_cannot_run(precisions, message):
+    if "tf32" in precisions and torch.cuda.is_available():
+        pytest.skip("tf32 runs on this machine's GPU")
+    with pytest.raises(ValueError, match=message):
+        precision_sweep(small_cnn((4,)), torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), precisions)
 
 
 def test_explain_precision_names_the_instruction_sets_for_every_precision():

@@ -2,7 +2,9 @@
 
 The Jupyter Book configuration (_config.yml, _toc.yml) is generated into the build folder,
 never committed, so it cannot go stale. Notebooks are not re-executed: the book shows the
-outputs stored in them (the same ones nbval checks).
+outputs stored in them (the same ones nbval checks). Each reference GPU run kept under
+results/gpu/ (tools/gpu_run.sh) adds, under every chapter, a section page with that chapter
+as executed on the GPU, so that a reader without one sees what a GPU does.
 
     python tools/build_book.py [--out _build]
 """
@@ -22,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import Course, load_course  # noqa: E402
+from helpers.course import Chapter, Course, ReferenceRun, load_course, load_reference_runs  # noqa: E402
 
 
 def config_yaml(course: Course) -> dict:
@@ -38,9 +40,21 @@ def config_yaml(course: Course) -> dict:
     }
 
 
-def toc_yaml(course: Course) -> dict:
-    """Jupyter Book's _toc.yml: a landing page, then the chapters in book.toml's order."""
-    return {"format": "jb-book", "root": "intro", "chapters": [{"file": c.stem} for c in course.chapters]}
+def gpu_page(run: ReferenceRun, chapter: Chapter) -> str:
+    """Where the book keeps a reference run's copy of a chapter (relative to the book's source, no suffix)."""
+    return f"{run.folder.name}/{chapter.stem}"
+
+
+def toc_yaml(course: Course, runs: list[ReferenceRun]) -> dict:
+    """Jupyter Book's _toc.yml: a landing page, then the chapters in book.toml's order, each with its GPU runs."""
+    chapters = []
+    for chapter in course.chapters:
+        entry = {"file": chapter.stem}
+        sections = [{"file": gpu_page(run, chapter)} for run in runs if run.notebook(chapter)]
+        if sections:
+            entry["sections"] = sections
+        chapters.append(entry)
+    return {"format": "jb-book", "root": "intro", "chapters": chapters}
 
 
 def landing_page(readme: str) -> str:
@@ -83,25 +97,58 @@ def freeze_widgets(nb: nbformat.NotebookNode) -> None:
     nb.metadata.pop("widgets", None)
 
 
-def write_sources(course: Course, source: Path) -> None:
-    """Lay out the book's source folder: configuration, landing page, chapter notebooks."""
+def gpu_run_links(runs: list[ReferenceRun], chapter: Chapter) -> nbformat.NotebookNode | None:
+    """A note for the chapter's page linking to its GPU runs, or None if no run has the chapter."""
+    links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb)" for run in runs if run.notebook(chapter)]
+    if not links:
+        return None
+    return nbformat.v4.new_markdown_cell(f"*This chapter as executed on a GPU, with that run's tables and figures: "
+                                         f"{'; '.join(links)}.*")
+
+
+def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode:
+    """The first cell of a GPU run's page: what ran where, in place of the chapter's own title cell."""
+    return nbformat.v4.new_markdown_cell(
+        f"# Chapter {chapter.number} on {run.gpu}\n\n"
+        f"Chapter {chapter.number}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
+        f"(Python {run.python}). The text is the chapter's own, written for any hardware; every table, figure and "
+        f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). Compare "
+        f"them with [the chapter's CPU run](../{chapter.stem}.ipynb).")
+
+
+def write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Freeze the notebook's widgets and write it into the book's source."""
+    freeze_widgets(nb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def write_sources(course: Course, source: Path, runs: list[ReferenceRun]) -> None:
+    """Lay out the book's source folder: configuration, landing page, chapter notebooks, GPU runs."""
     if source.exists():
         shutil.rmtree(source)
     source.mkdir(parents=True)
     (source / "_config.yml").write_text(yaml.safe_dump(config_yaml(course), sort_keys=False))
-    (source / "_toc.yml").write_text(yaml.safe_dump(toc_yaml(course), sort_keys=False))
+    (source / "_toc.yml").write_text(yaml.safe_dump(toc_yaml(course, runs), sort_keys=False))
     (source / "intro.md").write_text(landing_page((ROOT / "README.md").read_text()))
     for chapter in course.chapters:
         nb = nbformat.read(ROOT / chapter.file, as_version=4)
-        freeze_widgets(nb)
-        nbformat.write(nb, source / Path(chapter.file).name)
+        note = gpu_run_links(runs, chapter)
+        if note:
+            nb.cells.insert(1, note)
+        write_notebook(nb, source / Path(chapter.file).name)
+        for run in runs:
+            if run.notebook(chapter):
+                gpu_nb = nbformat.read(run.notebook(chapter), as_version=4)
+                gpu_nb.cells[0] = gpu_title_cell(run, chapter)
+                write_notebook(gpu_nb, source / f"{gpu_page(run, chapter)}.ipynb")
 
 
 def build_book(out: Path) -> Path:
     """Build HTML into out/html; return the path of its index page."""
     course = load_course()
     source = out / "book-src"
-    write_sources(course, source)
+    write_sources(course, source, load_reference_runs())
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jupyter_book), "build", str(source), "--path-output", str(source), "--warningiserror",
                     "--keep-going", "--quiet"], check=True)

@@ -16,7 +16,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import Course, chapter_table_markdown, course_badges, load_course  # noqa: E402
+from helpers.course import (  # noqa: E402
+    Course, ReferenceRun, chapter_table_markdown, course_badges, load_course, load_reference_runs,
+)
 
 README = ROOT / "README.md"
 BADGES = ("<!-- badges:start (generated from book.toml by `make readme`) -->", "<!-- badges:end -->")
@@ -24,15 +26,31 @@ CHAPTERS = ("<!-- chapters:start (generated from book.toml by `make readme`) -->
 RUNS = ("<!-- runs:start (generated from the notebooks' stored runs by `make readme`) -->", "<!-- runs:end -->")
 
 
+def reference_run_time(run: ReferenceRun, chapter) -> str:
+    """Wall time of the chapter in a reference GPU run, or a note that the run does not have it."""
+    path = run.notebook(chapter)
+    if path is None:
+        return "not in this run"
+    stats = nbformat.read(path, as_version=4).metadata.get("course_run")
+    return f"{stats['wall_s']:.0f} s" if stats else "not recorded"
+
+
 def measured_runs_markdown(course: Course) -> str:
-    """Wall time and peak memory of the run that produced each chapter's stored outputs, and the machine."""
-    lines = ["| # | Executed in | Peak memory (PSS) | Machine |", "|---|---|---|---|"]
+    """Wall time and peak memory of the run behind each chapter's stored outputs, the machine, and the GPU runs."""
+    runs = load_reference_runs()
+    lines = ["| # | Executed in | Peak memory (PSS) | Machine |" + "".join(f" {r.gpu} run |" for r in runs),
+             "|---|---|---|---|" + "---|" * len(runs)]
     for chapter in course.chapters:
-        run = nbformat.read(ROOT / chapter.file, as_version=4).metadata.get("course_run")
-        if run is None:
-            lines.append(f"| {chapter.number} | not recorded: run `make execute` | | |")
+        stats = nbformat.read(ROOT / chapter.file, as_version=4).metadata.get("course_run")
+        gpu_cells = "".join(f" {reference_run_time(r, chapter)} |" for r in runs)
+        if stats is None:
+            lines.append(f"| {chapter.number} | not recorded: run `make execute` | | |{gpu_cells}")
         else:
-            lines.append(f"| {chapter.number} | {run['wall_s']:.0f} s | {run['peak_mb']} MB | {run['machine'].replace(' | ', '; ')} |")
+            machine = stats["machine"].replace(" | ", "; ")
+            lines.append(f"| {chapter.number} | {stats['wall_s']:.0f} s | {stats['peak_mb']} MB | {machine} |{gpu_cells}")
+    if runs:
+        lines += ["", *(f"The *{r.gpu} run* (`{r.folder.relative_to(ROOT)}`): {r.label}, executed by "
+                        "`tools/gpu_run.sh`; the book shows it under each chapter." for r in runs)]
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
     python tools/run_notebooks.py            # run every chapter in book.toml, print the budget table
     python tools/run_notebooks.py --save     # ... and store the outputs in the notebooks (nbval's reference)
     python tools/run_notebooks.py --check    # ... and exit 1 if a chapter is over its budget
+    python tools/run_notebooks.py --out DIR  # ... and write the executed copies into DIR (the GPU reference run)
+    python tools/run_notebooks.py --keep-going --out DIR  # run every cell even after an error (new hardware)
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ class RunStats:
                 "machine": hardware_report().summary_line()}
 
 
-def execute_notebook(path: Path, *, save: bool) -> RunStats:
-    """Run every cell of the notebook in a new kernel, measuring the kernel's process tree."""
+def execute_notebook(path: Path, *, save: bool, out: Path | None = None, keep_going: bool = False) -> RunStats:
+    """Run every cell of the notebook in a new kernel, measuring the kernel's process tree.
+
+    save stores the outputs in the notebook itself; out writes the executed copy into that folder instead;
+    keep_going runs the remaining cells after one fails (their errors stay in the outputs).
+    """
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=600,
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=600, allow_errors=keep_going,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     with client.setup_kernel():
@@ -57,12 +63,12 @@ def execute_notebook(path: Path, *, save: bool) -> RunStats:
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index)
     stats = RunStats(path.name, time.perf_counter() - start, peak.peak_bytes)
-    if save:
+    if save or out:
         nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3 (DL performance course)",
                                      "language": "python"}
         nb.metadata["course_run"] = stats.as_metadata()
         client.set_widgets_metadata()  # each widget's state, so the book can show its output without a kernel
-        nbformat.write(nb, path)
+        nbformat.write(nb, out / path.name if out else path)
     return stats
 
 
@@ -79,12 +85,17 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapter in book.toml")
     parser.add_argument("--save", action="store_true", help="store the outputs in the notebooks")
     parser.add_argument("--check", action="store_true", help="exit 1 if a notebook exceeds its budget")
+    parser.add_argument("--out", type=Path, help="write the executed notebooks into this folder, not in place")
+    parser.add_argument("--keep-going", action="store_true", help="run every cell even after one fails")
     args = parser.parse_args()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
     paths = args.notebooks or [ROOT / c.file for c in load_course().chapters]
     stats = []
     for path in paths:
         print(f"running {path} ...", flush=True)
-        stats.append(execute_notebook(path.resolve(), save=args.save))
+        stats.append(execute_notebook(path.resolve(), save=args.save, out=args.out,
+                                      keep_going=args.keep_going))
     print_table(stats)
     return 1 if args.check and not all(s.within_budget for s in stats) else 0
 
