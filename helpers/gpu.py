@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from .measure import measure_interleaved, measure_latency
-from .precision import precision_mode, relative_error
+from .precision import check_precision, precision_mode, relative_error
 from .validate import require_int
 
 
@@ -55,6 +55,7 @@ def compare_tf32_matmul(size: int = 4096) -> pd.DataFrame:
     """Latency and error of one fp32 matrix product with and without TF32 tensor-core math."""
     require_int("size", size, minimum=64)
     device = require_cuda("measuring TF32")
+    check_precision("tf32", device)
     a, b = (torch.randn(size, size, device=device) for _ in range(2))
     exact = (a.double() @ b.double()).float()
     rows = []
@@ -66,8 +67,12 @@ def compare_tf32_matmul(size: int = 4096) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("precision")
 
 
-def cuda_graph_replay(model: torch.nn.Module, example: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """Capture one inference call of model into a CUDA graph; return a function that replays it."""
+def cuda_graph_replay(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Capture one inference call of model into a CUDA graph; return a function that runs it on a new input.
+
+    The graph reads its input from one fixed buffer, so each call copies the new input there (part of
+    the price of a replay), replays the recorded kernels, and returns the graph's fixed output buffer.
+    """
     require_cuda("capturing a CUDA graph")
     static_input = example.clone()
     side = torch.cuda.Stream()
@@ -80,7 +85,11 @@ def cuda_graph_replay(model: torch.nn.Module, example: torch.Tensor) -> Callable
     with torch.no_grad(), torch.cuda.graph(graph):
         static_output = model(static_input)
 
-    def replay() -> torch.Tensor:
+    def replay(inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.shape != static_input.shape:
+            raise ValueError(f"the graph was captured for inputs of shape {tuple(static_input.shape)}, "
+                             f"got {tuple(inputs.shape)}")
+        static_input.copy_(inputs)
         graph.replay()
         return static_output
 

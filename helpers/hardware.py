@@ -138,6 +138,7 @@ class HardwareReport:
     gpu_name: str | None
     gpu_bf16: bool | None
     gpu_tensor_cores: bool | None
+    gpu_tf32: bool | None
     torch_version: str
 
     @property
@@ -171,15 +172,16 @@ class HardwareReport:
         return asdict(self)
 
 
-def _gpu_facts() -> tuple[str | None, bool | None, bool | None]:
-    """Name, bf16 support and tensor-core presence of the first GPU, if any."""
+def _gpu_facts() -> tuple[str | None, bool | None, bool | None, bool | None]:
+    """Name, native bf16, tensor cores (Volta, 7.0+) and TF32 (Ampere, 8.0+) of the first GPU, if any."""
     if torch.cuda.is_available():
         major, _minor = torch.cuda.get_device_capability(0)
         # Without including_emulation=False, GPUs older than Ampere report bf16 that runs emulated and slow.
-        return torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(including_emulation=False), major >= 7
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_name(0), bf16, major >= 7, major >= 8
     if torch.backends.mps.is_available():
-        return "Apple GPU (MPS)", True, None
-    return None, None, None
+        return "Apple GPU (MPS)", True, None, False
+    return None, None, None, None
 
 
 @cache
@@ -188,7 +190,7 @@ def hardware_report() -> HardwareReport:
     flags = _cpu_flags()
     native_bf16 = None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
     native_fp16 = None if flags is None else bool(flags & {"avx512_fp16", "amx_fp16"})
-    gpu_name, gpu_bf16, tensor_cores = _gpu_facts()
+    gpu_name, gpu_bf16, tensor_cores, tf32 = _gpu_facts()
     return HardwareReport(
         device=pick_device().type,
         cpu_model=_cpu_model(),
@@ -199,5 +201,6 @@ def hardware_report() -> HardwareReport:
         gpu_name=gpu_name,
         gpu_bf16=gpu_bf16,
         gpu_tensor_cores=tensor_cores,
+        gpu_tf32=tf32,
         torch_version=torch.__version__,
     )

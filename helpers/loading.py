@@ -14,7 +14,7 @@ import pandas as pd
 import psutil
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .claims import Ratio, paired_ratio
 from .measure import measure_latency
@@ -143,13 +143,20 @@ def training_throughput(loader: DataLoader, model: nn.Module, *, device: torch.d
         batch = normalize_batch(inputs.to(device, non_blocking=True))
         amp_train_step(model, batch, targets.to(device, non_blocking=True), optimizer, scaler, "fp32")
 
-    inputs, targets = next(iter(loader))
+    # One batch straight from the dataset: starting the loader's workers here would leave them decoding
+    # beside the timed steps.
+    inputs, targets = default_collate([loader.dataset[i] for i in range(loader.batch_size)])
     step = measure_latency(lambda: train_step(inputs, targets), min_run_time=1.0)
     loading = measure_loader(loader, max_batches=max_batches).images_per_s
-    start, images = time.perf_counter(), 0
+    start, images = None, 0
     for batch_inputs, batch_targets in islice(loader, max_batches):
         train_step(batch_inputs, batch_targets)  # amp_train_step's loss.item() waits for the device
-        images += len(batch_inputs)
+        if start is None:  # like measure_loader: the clock starts after the first batch (workers started)
+            start = time.perf_counter()
+        else:
+            images += len(batch_inputs)
+    if not images:
+        raise ValueError("training_throughput needs a loader (and max_batches) of at least 2 batches")
     return {"loader alone": loading, "training step alone": len(inputs) / step.median_s,
             "loader + training": images / (time.perf_counter() - start)}
 

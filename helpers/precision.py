@@ -33,8 +33,13 @@ def precision_workload(device: torch.device) -> tuple[nn.Module, torch.Tensor, t
 def check_precision(precision: str, device: torch.device) -> str:
     """Return precision if this device can run it, else raise a ValueError saying what it can run."""
     require_choice("precision", precision, PRECISIONS)
-    if precision == "tf32" and torch.device(device).type != "cuda":
-        raise ValueError(f"tf32 is a mode of NVIDIA tensor cores (Ampere or newer); on {torch.device(device).type} "
+    device = torch.device(device)
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"tf32 is a mode of NVIDIA tensor cores (Ampere or newer); on {device.type} "
+                         f"choose fp32, bf16 or fp16")
+    if precision == "tf32" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise ValueError(f"tf32 needs an NVIDIA GPU of compute capability 8.0 (Ampere) or newer; "
+                         f"{torch.cuda.get_device_name(device)} has {torch.cuda.get_device_capability(device)}: "
                          f"choose fp32, bf16 or fp16")
     return precision
 
@@ -102,22 +107,27 @@ def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
 def saved_activation_bytes(model: nn.Module, inputs: torch.Tensor, precision: str) -> int:
     """Bytes of the tensors autograd keeps for the backward pass of one forward: what lower precision shrinks.
 
-    The pack hook records each saved tensor's size and keeps only that number (the graph is thrown away
-    without a backward pass); keeping the tensors themselves would tie outputs to their own graph in a
-    reference cycle that Python's garbage collector cannot see.
+    The pack hook keeps each saved tensor's memory (its storage) until the count is done, and nothing
+    of the graph: the graph is thrown away without a backward pass (keeping the tensors themselves would
+    tie outputs to their own graph in a reference cycle that Python's garbage collector cannot see).
+    Memory saved twice (one tensor used by two operations) counts once, and the model's parameters,
+    which exist anyway, not at all.
     """
-    sizes: list[int] = []
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, torch.UntypedStorage] = {}
 
     def record(tensor: torch.Tensor) -> int:
-        sizes.append(tensor.numel() * tensor.element_size())
-        return sizes[-1]
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage  # alive until the end, so no later tensor reuses its address
+        return 0
 
     def refuse(_size: int) -> torch.Tensor:
         raise RuntimeError("saved_activation_bytes builds a graph for counting only; do not call backward on it")
 
     with torch.autograd.graph.saved_tensors_hooks(record, refuse), precision_mode(precision, inputs.device):
         model(inputs)
-    return sum(sizes)
+    return sum(storage.nbytes() for storage in kept.values())
 
 
 def _precision_costs(model: nn.Module, trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -192,11 +202,10 @@ def precision_sweep(
 def explain_precision(precision: str, report: HardwareReport) -> str:
     """One sentence on why this precision is fast or slow on the device the report describes."""
     require_choice("precision", precision, PRECISIONS)
-    if report.device != "cpu":
-        if precision == "fp32":
-            return f"fp32 on {report.gpu_name}: full precision on the ordinary GPU cores, the baseline."
-        return (f"{precision} on {report.gpu_name}: tensor cores={report.gpu_tensor_cores}, bf16 supported="
-                f"{report.gpu_bf16}. Tensor cores multiply low-precision (or TF32) matrices many times faster.")
+    if report.device == "mps":
+        return f"{precision} on Apple's GPU: half the bytes of fp32 or fewer; how much faster depends on the chip."
+    if report.device == "cuda":
+        return _explain_cuda_precision(precision, report)
     if precision == "fp32":
         return f"fp32 on the CPU ({report.cpu_isa}): the format every CPU kernel is tuned for, the baseline."
     if precision == "tf32":
@@ -208,3 +217,18 @@ def explain_precision(precision: str, report: HardwareReport) -> str:
                 f"in {precision}, moving half the bytes of fp32.")
     return (f"This CPU has no native {precision} instructions ({flags} missing): each operation converts to fp32 "
             f"and back, on slower code paths, so {precision} costs time instead of saving it.")
+
+
+def _explain_cuda_precision(precision: str, report: HardwareReport) -> str:
+    """One sentence on a precision on the NVIDIA GPU the report describes."""
+    gpu = report.gpu_name
+    if precision == "fp32":
+        return f"fp32 on {gpu}: full fp32 (TF32 switched off) on the ordinary GPU cores, the baseline."
+    if precision == "tf32":
+        if not report.gpu_tf32:
+            return f"{gpu} has no TF32: it needs compute capability 8.0 (Ampere) or newer."
+        return f"tf32 on {gpu}: fp32 tensors multiplied on the tensor cores with a 10-bit mantissa."
+    if precision == "bf16" and not report.gpu_bf16:
+        return f"{gpu} has no native bf16 (it needs compute capability 8.0): autocast emulates it, slowly."
+    return (f"{precision} on {gpu}: matrix products and convolutions on the tensor cores, moving half the "
+            f"bytes of fp32.")

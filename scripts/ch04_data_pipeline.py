@@ -210,9 +210,10 @@ plot_sweep(worker_counts, {"throughput": worker_sweep["images_per_s"], "start-up
            hardware=hw.cpu_label, title="DataLoader workers: throughput and start-up", logx=False)
 
 # %% [markdown]
-# Throughput grows while there are idle cores to give the workers, then flattens or drops: with
-# more workers than cores, the processes (and the main process) take turns on the same cores, and
-# PyTorch warns. The time to the first batch grows with the worker count, because each worker is a
+# Throughput grows while there are idle cores to give the workers. With more workers than cores,
+# the processes (and the main process) take turns on the same cores and PyTorch warns: the gain
+# shrinks or turns into a loss, unless the workers also spend time waiting (on files, say), which
+# other workers can fill. The sweep shows which case this machine is. The time to the first batch grows with the worker count, because each worker is a
 # new process that must start before it can deliver. On Python 3.12 and newer, the *warnings* column
 # may also show "This process is multi-threaded, use of fork() may lead to deadlocks": the notebook's
 # process already runs threads (torch's thread pool, CUDA's) when the workers are forked. The

@@ -1,3 +1,4 @@
+import dataclasses
 import gc
 import weakref
 
@@ -111,6 +112,17 @@ def test_explain_precision_names_the_instruction_sets_for_every_precision():
         assert "NVIDIA tensor cores" in explain_precision("tf32", report)
     with pytest.raises(ValueError, match="precision must be one of"):
         explain_precision("int8", report)
+
+
+def test_explain_precision_tells_old_and_new_nvidia_gpus_apart():
+    report = hardware_report()
+    t4 = dataclasses.replace(report, device="cuda", gpu_name="Tesla T4", gpu_bf16=False, gpu_tensor_cores=True,
+                             gpu_tf32=False)
+    h200 = dataclasses.replace(t4, gpu_name="NVIDIA H200", gpu_bf16=True, gpu_tf32=True)
+    assert "no TF32" in explain_precision("tf32", t4) and "emulates" in explain_precision("bf16", t4)
+    assert "tensor cores" in explain_precision("fp16", t4)
+    assert "10-bit mantissa" in explain_precision("tf32", h200) and "tensor cores" in explain_precision("bf16", h200)
+    assert "TF32 switched off" in explain_precision("fp32", h200)
 
 
 def test_train_epochs_accepts_a_precision_and_rejects_unknown_ones():

@@ -24,7 +24,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import Chapter, Course, ReferenceRun, load_course, load_reference_runs  # noqa: E402
+from helpers.course import (  # noqa: E402
+    Chapter, Course, ReferenceRun, load_course, load_reference_runs, pinned_requirement,
+)
 
 
 def config_yaml(course: Course) -> dict:
@@ -112,8 +114,9 @@ def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode
         f"# Chapter {chapter.number} on {run.gpu}\n\n"
         f"Chapter {chapter.number}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
         f"(Python {run.python}). The text is the chapter's own, written for any hardware; every table, figure and "
-        f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). Compare "
-        f"them with [the chapter's CPU run](../{chapter.stem}.ipynb).")
+        f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). The course "
+        f"pins `{pinned_requirement('torch')}`; the GPU machine had torch {run.torch}, so compare what changes "
+        f"with the hardware, not the last digit. Compare them with [the chapter's CPU run](../{chapter.stem}.ipynb).")
 
 
 def write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
