@@ -212,6 +212,9 @@ def explain_precision(precision: str, report: HardwareReport) -> str:
         return "tf32 exists only on NVIDIA tensor cores: there is nothing to measure on this device."
     native = report.cpu_native_bf16 if precision == "bf16" else report.cpu_native_fp16
     flags = "avx512_bf16 or amx_bf16" if precision == "bf16" else "avx512_fp16 or amx_fp16"
+    if native and precision == "fp16":
+        return (f"This CPU has fp16 instructions ({flags}), which does not mean that PyTorch's CPU kernels (the "
+                f"backward ones above all) use them: the measurement, not the flag, says whether fp16 pays here.")
     if native:
         return (f"This CPU has native {precision} instructions ({flags}): oneDNN runs convolutions and matmuls "
                 f"in {precision}, moving half the bytes of fp32.")

@@ -271,9 +271,10 @@ sizes.round(2)
 
 # %% [markdown]
 # Latency at batch 64. PyTorch's default memory layout, NCHW, stores each channel as its own plane;
-# CPU convolution and pooling kernels prefer `channels_last` (NHWC), where a pixel's channels sit side
-# by side (chapter 3 measures the layout on its own). Each network is timed in both layouts, and each
-# pruned network is compared with the dense one in the same layout:
+# `channels_last` (NHWC) puts a pixel's channels side by side, which vectorised kernels can use
+# (chapter 3 measures the layout on its own). Which layers gain from it is a measurement, not a rule:
+# the per-layer table further down shows it for this CPU. Each network is timed in both layouts, and
+# each pruned network is compared with the dense one in the same layout:
 
 # %% tags=["nbval-ignore-output"]
 test_batch = digits.x_test[:64]

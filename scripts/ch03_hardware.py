@@ -88,8 +88,10 @@ pd.DataFrame([{"format": name, "bits": torch.finfo(dtype).bits, "mantissa bits":
 
 # %% [markdown]
 # bf16 keeps fp32's exponent range (largest ~3e38) with fewer mantissa bits; fp16 has more mantissa
-# but overflows above 65504 and flushes small gradients to zero below ~6e-5 (subnormals stretch that a
-# little). That is why fp16 training needs loss scaling and bf16 does not. TF32 is not a storage format:
+# but overflows above 65504, and below its smallest normal number (~6.1e-5) it has only subnormal
+# numbers, which lose precision step by step down to 2^-24 ~ 5.96e-8; anything smaller rounds to zero.
+# Gradients are often that small (exercise 2 tries 1e-8). That is why fp16 training needs loss
+# scaling and bf16 does not. TF32 is not a storage format:
 # it is a mode of NVIDIA tensor cores (Ampere or newer) that multiplies fp32 tensors with a 10-bit mantissa.
 
 # %% [markdown]
@@ -226,7 +228,33 @@ report_claim(layout_claim, holds="The convolution kernels on this device prefer 
 # rules: only the forward pass and the loss go inside the `autocast` block; the backward pass runs
 # outside it (it reuses the precisions the forward chose); and with fp16, a `GradScaler` multiplies
 # the loss so that small gradients do not underflow, then unscales them before the optimizer step.
-# The course's training step:
+# One step written out, in fp16 so that every part appears (in bf16, drop the scaler: its exponent
+# range is fp32's):
+
+# %%
+net = small_cnn().to(device)
+optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+scaler = torch.amp.GradScaler(device.type)
+inputs, targets = torch.randn(8, 1, 32, 32, device=device), torch.randint(0, 10, (8,), device=device)
+
+with torch.autocast(device.type, dtype=torch.float16):  # the forward pass and the loss, nothing else
+    logits = net(inputs)
+    loss = torch.nn.functional.cross_entropy(logits, targets)
+optimizer.zero_grad(set_to_none=True)
+scaler.scale(loss).backward()  # backward outside autocast, on the scaled loss
+scaler.unscale_(optimizer)  # true gradients again: clip them here if you clip
+torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)
+scaler.step(optimizer)  # skips the step if a gradient is inf or NaN
+scaler.update()  # halves the scale after a skipped step, grows it after a run of good ones
+print(f"logits in {logits.dtype}, loss in {loss.dtype}, weights in {next(net.parameters()).dtype}, "
+      f"gradients in {next(net.parameters()).grad.dtype}")
+
+# %% [markdown]
+# Autocast casts *copies* of the weights for each operation: the parameters, their gradients and the
+# optimizer's state stay fp32, so they take no less memory; what shrinks is the activations kept for
+# the backward pass (measured below). The scaler starts at 65536 and adapts: a step whose gradients
+# overflowed is skipped and the scale halved. The course's training step, used from here on, is the
+# same recipe:
 
 # %%
 show_source(amp_train_step)
@@ -235,10 +263,12 @@ show_source(amp_train_step)
 show_source(make_grad_scaler)
 
 # %% [markdown]
-# Train the chapter's small CNN on the digits (upsampled to 32x32) in each precision this device
-# runs well: fp32 and bf16 everywhere, fp16 with loss scaling on a CUDA GPU (on a CPU without fp16
-# instructions it is far too slow to train; the widget below measures it). The learning rate follows
-# a cosine to zero so that the final accuracy is steady; accuracy is evaluated in fp32.
+# Train the chapter's small CNN on the digits (upsampled to 32x32) in fp32, in bf16, and on a CUDA GPU
+# also in fp16 with loss scaling (a CPU's fp16 training is far too slow, the sweep below measures it).
+# bf16 runs everywhere but is fast only with native support: a CPU with AVX512-BF16 or AMX, an NVIDIA
+# GPU of compute capability 8.0 or newer (not Colab's default T4, 7.5); elsewhere it is emulated, slowly.
+# The learning rate follows a cosine to zero so that the final accuracy is steady; accuracy is
+# evaluated in fp32.
 
 # %% tags=["nbval-ignore-output"]
 digits = load_digits_split(image_size=32)

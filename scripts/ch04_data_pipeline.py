@@ -51,6 +51,7 @@ import gc
 import time
 
 import ipywidgets as widgets
+import numpy as np
 import pandas as pd
 import psutil
 import torch
@@ -141,8 +142,8 @@ before = child_pids()
 iterator = iter(make_loader(files, num_workers=2))
 next(iterator)
 workers = new_child_processes(before)
-print(f"new processes while the loader runs: {len(workers)}; each has its own PID: "
-      f"{len({w.pid for w in workers} | {psutil.Process().pid}) == len(workers) + 1}")
+print(f"new processes while the loader runs: {len(workers)}; all children of this kernel's process: "
+      f"{all(w.ppid() == psutil.Process().pid for w in workers)}")
 del iterator
 
 # %% [markdown]
@@ -161,6 +162,12 @@ gc.freeze()
 private_after = worker_private_memory_bytes(files, num_workers=1, run_gc=True)
 print(f"private memory of 1 worker: {private_before / 1e6:.0f} MB before gc.freeze(), "
       f"{private_after / 1e6:.0f} MB after")
+
+# %% [markdown]
+# The recipe is *collect, freeze, then fork*: `gc.collect()` first, so that garbage is not frozen
+# with the rest; then `gc.freeze()`; then start the workers. The freeze lasts for the whole process
+# (this kernel, from now on): objects created later are collected as usual, the frozen ones never,
+# until `gc.unfreeze()` puts them back under the collector.
 
 # %% [markdown]
 # ### Explore: the workers widget
@@ -311,7 +318,8 @@ print(f"RAM held by the decoded cache: {cache.nbytes / 2**20:.0f} MB for {len(ca
 
 # %%
 print("cached items are still augmented (two reads of item 0 differ):", not torch.equal(cache[0][0], cache[0][0]))
-print("the article's cache returns the very same stored array every time:", article_cache[0][0] is article_cache[0][0])
+print("the article's cache serves item 0 unchanged every time (two reads are equal):",
+      np.array_equal(article_cache[0][0], article_cache[0][0]))
 
 # %% [markdown]
 # One epoch, decoding from disk against reading the decoded cache, both with the same random crop,
