@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .validate import require_int, require_number
@@ -46,6 +46,28 @@ def load_digits_split(*, image_size: int = 8, test_fraction: float = 0.25, seed:
     )
     images = upsample(images, image_size)
     return DigitsSplit(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx])
+
+
+def digits_folds(n_folds: int = 3, *, image_size: int = 8, seed: int = 0) -> list[DigitsSplit]:
+    """Stratified cross-validation folds of the digits: each image is a test image in exactly one fold."""
+    require_int("n_folds", n_folds, minimum=2)
+    require_int("image_size", image_size, minimum=8)
+    digits = load_digits()
+    images = upsample(torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0, image_size)
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    return [DigitsSplit(images[train], labels[train], images[test], labels[test])
+            for train, test in splitter.split(images.numpy().reshape(len(labels), -1), labels.numpy())]
+
+
+def hold_out(split: DigitsSplit, fraction: float = 0.2, *, seed: int = 0) -> tuple[DigitsSplit, torch.Tensor, torch.Tensor]:
+    """(split with fewer training images, x_val, y_val): a stratified validation set taken from the training images,
+    so that choices (ratios, thresholds) are made without looking at the test set."""
+    require_number("fraction", fraction, minimum=0.05, maximum=0.95)
+    fit, val = train_test_split(torch.arange(len(split.y_train)).numpy(), test_size=fraction, random_state=seed,
+                                stratify=split.y_train.numpy())
+    reduced = DigitsSplit(split.x_train[fit], split.y_train[fit], split.x_test, split.y_test)
+    return reduced, split.x_train[val], split.y_train[val]
 
 
 class PerSampleDigits(Dataset):

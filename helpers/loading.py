@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -16,8 +19,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .checks import FAIL, PASS, TODO, Verdict, _say, check_function
 from .claims import Ratio, paired_ratio
-from .measure import measure_latency
+from .measure import measure_latency, synchronize, torch_threads
 from .precision import amp_train_step, make_grad_scaler
 from .validate import require_instance, require_int
 
@@ -32,6 +36,7 @@ def make_loader(
     prefetch_factor: int = 2,
     start_method: str | None = None,
     worker_init_fn: Callable[[int], None] | None = None,
+    collate_fn: Callable[[list], object] | None = None,
 ) -> DataLoader:
     """A shuffling DataLoader whose settings are checked with messages that say what is allowed."""
     require_instance("dataset", dataset, Dataset)
@@ -45,10 +50,11 @@ def make_loader(
         workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor,
                    "multiprocessing_context": start_method, "worker_init_fn": worker_init_fn}
     with warnings.catch_warnings():
-        # DataLoader warns about too many workers here and again when iterated: measure_loader records the latter
+        # DataLoader warns about more workers than cores twice: here, when it is built, and again each time it
+        # is iterated. Silence the first; measure_loader records the second with the measurement it concerns.
         warnings.filterwarnings("ignore", message="This DataLoader will create")
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin_memory,
-                          generator=torch.Generator().manual_seed(0), **workers)
+                          generator=torch.Generator().manual_seed(0), collate_fn=collate_fn, **workers)
 
 
 @dataclass(frozen=True)
@@ -61,29 +67,55 @@ class LoaderTiming:
     warnings: tuple[str, ...] = ()
 
 
-def _epoch(loader: DataLoader, max_batches: int | None) -> tuple[float, float, int]:
-    """(seconds to first batch, seconds for the remaining batches, images in the remaining batches)."""
+def prefetched_batches(loader: DataLoader) -> int:
+    """Batches a loader's workers may have ready before the first one arrives: num_workers * prefetch_factor.
+
+    They are produced while the main process waits for the first batch, so a clock started at the first
+    batch would count them as free. At least 1 (with num_workers=0 the first batch is the start-up one).
+    """
+    require_instance("loader", loader, DataLoader)
+    return max(1, loader.num_workers * (loader.prefetch_factor or 0))
+
+
+def _epoch(loader: DataLoader, max_batches: int | None, skip: int) -> tuple[float, float, int]:
+    """(seconds to first batch, seconds for the batches after the first `skip`, images in those batches)."""
     start = time.perf_counter()
-    first_at, images = None, 0
-    for inputs, _targets in islice(loader, max_batches):
+    first_at = clock_at = None
+    images = 0
+    for index, (inputs, _targets) in enumerate(islice(loader, max_batches)):
         if first_at is None:
             first_at = time.perf_counter()
-        else:
+        if index == skip - 1:
+            clock_at = time.perf_counter()
+        elif index >= skip:
             images += len(inputs)
-    return first_at - start, time.perf_counter() - first_at, images
+    if clock_at is None:
+        clock_at = time.perf_counter()
+    return first_at - start, time.perf_counter() - clock_at, images
 
 
-def measure_loader(loader: DataLoader, *, epochs: int = 1, max_batches: int | None = None) -> LoaderTiming:
-    """Iterate the loader for some epochs; throughput counts the batches after each epoch's first one."""
+def measure_loader(loader: DataLoader, *, epochs: int = 1, max_batches: int | None = None,
+                   skip_batches: int | None = None) -> LoaderTiming:
+    """Iterate the loader for some epochs; throughput counts the batches after each epoch's first skip_batches.
+
+    skip_batches defaults to prefetched_batches(loader): the batches the workers prepared while the
+    main process waited for the first one are left off the clock. Pass the same value to loaders you
+    compare (measure_loaders does), so that every loader is timed over the same batches.
+    """
     require_instance("loader", loader, DataLoader)
     require_int("epochs", epochs, minimum=1)
+    skip = prefetched_batches(loader) if skip_batches is None else require_int("skip_batches", skip_batches,
+                                                                               minimum=1)
     if max_batches is not None:
         require_int("max_batches", max_batches, minimum=2)
+        if max_batches <= skip:
+            raise ValueError(f"max_batches must be more than the {skip} batches left off the clock, got {max_batches}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = [_epoch(loader, max_batches) for _ in range(epochs)]
+        runs = [_epoch(loader, max_batches, skip) for _ in range(epochs)]
     if sum(images for _, _, images in runs) == 0:
-        raise ValueError("the loader must yield at least two batches per epoch to measure throughput")
+        raise ValueError(f"the loader must yield more than {skip} batches per epoch to measure throughput (at "
+                         "least two batches)")
     return LoaderTiming(first_batch_s=tuple(first for first, _, _ in runs),
                         images_per_s=sum(n for _, _, n in runs) / sum(s for _, s, _ in runs),
                         images=sum(n for _, _, n in runs),
@@ -92,14 +124,20 @@ def measure_loader(loader: DataLoader, *, epochs: int = 1, max_batches: int | No
 
 def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2,
                     max_batches: int | None = None) -> dict[str, list[LoaderTiming]]:
-    """One epoch of each loader per round, the loaders alternating; every round's timing of each loader."""
+    """One epoch of each loader per round, the loaders alternating; every round's timing of each loader.
+
+    Every loader is timed over the same batches: those after the largest prefetched_batches() of the
+    loaders (so workers' head start counts for no loader, num_workers=0 included).
+    """
     if not isinstance(loaders, Mapping) or not loaders:
         raise ValueError("loaders must be a non-empty mapping of name -> DataLoader")
     require_int("rounds", rounds, minimum=1)
+    skip = max(prefetched_batches(loader) for loader in loaders.values())
     timings: dict[str, list[LoaderTiming]] = {name: [] for name in loaders}
-    for _ in range(rounds):
-        for name, loader in loaders.items():
-            timings[name].append(measure_loader(loader, max_batches=max_batches))
+    for round_index in range(rounds):
+        order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
+        for name in order:
+            timings[name].append(measure_loader(loaders[name], max_batches=max_batches, skip_batches=skip))
     return timings
 
 
@@ -122,8 +160,45 @@ def loader_ratio(timings: Mapping[str, list[LoaderTiming]], baseline: object, op
 
 
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images in [0, 255] to floats in [-1, 1], once per batch (cheaper than once per image in the workers)."""
+    """uint8 images in [0, 255] to floats in [-1, 1], once per batch (the loader moves uint8: 4x fewer bytes)."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+TrainStep = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def make_train_step(model: nn.Module, device: torch.device) -> TrainStep:
+    """One SGD step of model on a uint8 batch: copy to device, normalise once per batch, forward, backward, update."""
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = make_grad_scaler("fp32", device)
+
+    def train_step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        batch = normalize_batch(inputs.to(device, non_blocking=True))
+        amp_train_step(model, batch, targets.to(device, non_blocking=True), optimizer, scaler, "fp32")
+
+    return train_step
+
+
+def train_images_per_s(loader: DataLoader, train_step: TrainStep, max_batches: int | None = None,
+                       skip_batches: int | None = None) -> float:
+    """Images/s of loading and training together, timed after the first skip_batches (default
+    prefetched_batches(loader)): the workers' start-up and head start are left off the clock."""
+    skip = prefetched_batches(loader) if skip_batches is None else require_int("skip_batches", skip_batches,
+                                                                               minimum=1)
+    start, images = None, 0
+    for index, (inputs, targets) in enumerate(islice(loader, max_batches)):
+        train_step(inputs, targets)
+        if index == skip - 1:
+            synchronize()  # the skipped steps' queued device work is not part of the timed stretch
+            start = time.perf_counter()
+        elif index >= skip:
+            images += len(inputs)
+    if not images:
+        raise ValueError(f"training needs a loader (and max_batches) of more than {skip} batches (at least 2 "
+                         "batches) to measure throughput")
+    synchronize()  # wait for the device to finish the last steps before reading the clock
+    return images / (time.perf_counter() - start)
 
 
 def training_throughput(loader: DataLoader, model: nn.Module, *, device: torch.device | str = "cpu",
@@ -134,41 +209,77 @@ def training_throughput(loader: DataLoader, model: nn.Module, *, device: torch.d
     """
     require_instance("loader", loader, DataLoader)
     require_instance("model", model, nn.Module)
-    device = torch.device(device)
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    scaler = make_grad_scaler("fp32", device)
-
-    def train_step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        batch = normalize_batch(inputs.to(device, non_blocking=True))
-        amp_train_step(model, batch, targets.to(device, non_blocking=True), optimizer, scaler, "fp32")
-
+    train_step = make_train_step(model, torch.device(device))
     # One batch straight from the dataset: starting the loader's workers here would leave them decoding
     # beside the timed steps.
     inputs, targets = default_collate([loader.dataset[i] for i in range(loader.batch_size)])
     step = measure_latency(lambda: train_step(inputs, targets), min_run_time=1.0)
-    loading = measure_loader(loader, max_batches=max_batches).images_per_s
-    start, images = None, 0
-    for batch_inputs, batch_targets in islice(loader, max_batches):
-        train_step(batch_inputs, batch_targets)  # amp_train_step's loss.item() waits for the device
-        if start is None:  # like measure_loader: the clock starts after the first batch (workers started)
-            start = time.perf_counter()
-        else:
-            images += len(batch_inputs)
-    if not images:
-        raise ValueError("training_throughput needs a loader (and max_batches) of at least 2 batches")
+    skip = prefetched_batches(loader)
+    loading = measure_loader(loader, max_batches=max_batches, skip_batches=skip).images_per_s
     return {"loader alone": loading, "training step alone": len(inputs) / step.median_s,
-            "loader + training": images / (time.perf_counter() - start)}
+            "loader + training": train_images_per_s(loader, train_step, max_batches, skip)}
+
+
+def measure_training(loaders: Mapping[str, DataLoader], model: nn.Module, *, device: torch.device | str = "cpu",
+                     rounds: int = 3, max_batches: int | None = None,
+                     num_threads: Mapping[str, int] | None = None) -> dict[str, list[float]]:
+    """End-to-end images/s (loading and training) of each loader per round, the loaders alternating.
+
+    All loaders train the same model (its weights keep changing; the work per step does not). The
+    main process trains on torch's current thread count, or on num_threads[name] for the loaders named there.
+    Every loader is timed over the same batches, after the largest prefetched_batches() of the loaders.
+    """
+    if not isinstance(loaders, Mapping) or not loaders:
+        raise ValueError("loaders must be a non-empty mapping of name -> DataLoader")
+    for name, loader in loaders.items():
+        require_instance(f"loaders[{name!r}]", loader, DataLoader)
+    require_instance("model", model, nn.Module)
+    require_int("rounds", rounds, minimum=1)
+    threads = {name: torch.get_num_threads() for name in loaders}
+    for name, count in (num_threads or {}).items():
+        if name not in loaders:
+            raise ValueError(f"num_threads names {name!r}, which is not one of the loaders: {', '.join(loaders)}")
+        threads[name] = require_int(f"num_threads[{name!r}]", count, minimum=1)
+    train_step = make_train_step(model, torch.device(device))
+    skip = max(prefetched_batches(loader) for loader in loaders.values())  # the same timed batches for all
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for round_index in range(rounds):
+        order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
+        for name in order:
+            with torch_threads(threads[name]):
+                rates[name].append(train_images_per_s(loaders[name], train_step, max_batches, skip))
+    return rates
 
 
 def child_pids() -> set[int]:
-    """PIDs of this process's children now (to tell which ones a loader starts later)."""
-    return {child.pid for child in psutil.Process().children()}
+    """PIDs of this process's descendants now (to tell which ones a loader starts later)."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
 def new_child_processes(before: set[int]) -> list[psutil.Process]:
-    """Children of this process that were not among the PIDs in before: the workers a loader started."""
-    return [child for child in psutil.Process().children() if child.pid not in before]
+    """Descendants of this process that were not among the PIDs in before: the workers a loader started
+    (and, under forkserver, the server process that forks them, the first time one is needed)."""
+    return [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+
+
+class WorkerPids(Dataset):
+    """length items, each the PID of the process that produced it: a batch says which worker made it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = require_int("length", length, minimum=1)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpid()
+
+
+def start_method(loader: DataLoader) -> str:
+    """The start method the loader's workers use: its multiprocessing_context, else Python's default."""
+    require_instance("loader", loader, DataLoader)
+    context = loader.multiprocessing_context
+    return context.get_start_method() if context is not None else multiprocessing.get_start_method()
 
 
 def collect_garbage(_worker_id: int) -> None:
@@ -185,11 +296,57 @@ def worker_private_memory_bytes(dataset: Dataset, *, num_workers: int = 2, batch
     when the garbage collector scans objects (run_gc=True makes each worker run one full collection).
     """
     require_int("num_workers", num_workers, minimum=1)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise RuntimeError(f"copy-on-write needs workers started with fork, which {sys.platform} does not offer")
     before = child_pids()
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=True,
                          start_method="fork", worker_init_fn=collect_garbage if run_gc else None)
     for _ in loader:
         pass
-    total = sum(worker.memory_full_info().uss for worker in new_child_processes(before))
-    del loader
+    workers = new_child_processes(before)
+    total = sum(worker.memory_full_info().uss for worker in workers)
+    del loader  # shuts the persistent workers down
+    psutil.wait_procs(workers, timeout=10)  # gone before the caller starts the next ones
     return total
+
+
+def _expected_throughput(loader_rate: float, step_rate: float, overlapped: bool) -> float:
+    """Reference for the chapter's exercise (kept out of the notebook so the check does not show the answer)."""
+    return min(loader_rate, step_rate) if overlapped else 1 / (1 / loader_rate + 1 / step_rate)
+
+
+def check_throughput_prediction(exercise: str, predict: Callable[[float, float, bool], float]) -> Verdict:
+    """Check predict(loader_rate, step_rate, overlapped) against the reference on cases that tell formulas apart."""
+    cases = [((loader, step, overlapped), _expected_throughput(loader, step, overlapped))
+             for loader, step in ((1000.0, 250.0), (300.0, 3000.0), (500.0, 500.0)) for overlapped in (False, True)]
+    return check_function(exercise, predict, cases, rtol=1e-6,
+                          hint="Serial: the time per image is the sum of both times per image. Overlapped: the "
+                               "slower stage sets the pace.")
+
+
+def check_pipeline_choice(exercise: str, num_workers: object, training_threads: object, *, dataset: Dataset,
+                          model: nn.Module, best: tuple[int, int], device: torch.device | str = "cpu",
+                          rounds: int = 3, max_batches: int = 16) -> Verdict:
+    """Train with the chosen (num_workers, training threads) and the best measured (workers, threads), in
+    alternating rounds; the choice passes when the best's lead over it is not significant (interval reaches 1)."""
+    if any(answer is None or answer is Ellipsis for answer in (num_workers, training_threads)):
+        return _say(TODO, exercise, "not answered yet: replace both `...` with your choice and re-run this cell.",
+                    False)
+    require_int("num_workers", num_workers, minimum=0)
+    require_int("training_threads", training_threads, minimum=1)
+    if not (isinstance(best, tuple) and len(best) == 2):
+        raise TypeError(f"best must be a (num_workers, training_threads) tuple, got {best!r}")
+    if (num_workers, training_threads) == best:
+        return _say(PASS, exercise, f"{num_workers} worker(s) and {training_threads} training thread(s): the best "
+                    "configuration measured in section 6.", True)
+    loaders = {"your choice": make_loader(dataset, num_workers=num_workers),
+               "best measured": make_loader(dataset, num_workers=best[0])}
+    rates = measure_training(loaders, model, device=device, rounds=rounds, max_batches=max_batches,
+                             num_threads={"your choice": training_threads, "best measured": best[1]})
+    ratio = paired_ratio(rates["best measured"], rates["your choice"], higher_is_better=True)
+    if ratio.high >= 1.0:
+        return _say(PASS, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
+                    f"({best[0]} workers, {best[1]} threads): as fast, within the interval.", True)
+    return _say(FAIL, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
+                f"({best[0]} workers, {best[1]} threads). Count the threads that want a core: the workers, "
+                "the training threads, and the cores there are.", False)

@@ -240,3 +240,27 @@ def time_layers(model: torch.nn.Sequential, x: torch.Tensor, *, min_run_time: fl
     table = pd.DataFrame(rows).set_index("layer")
     table["share"] = table["median_ms"] / table["median_ms"].sum()
     return table
+
+
+def time_layers_interleaved(
+    networks: Mapping[str, tuple[torch.nn.Sequential, torch.Tensor]], *, min_run_time: float = 0.05, rounds: int = 3
+) -> pd.DataFrame:
+    """Milliseconds per kind of layer (rows) in each network (columns); all layers of all networks interleaved.
+
+    Each layer is fed the input it really receives in a forward pass of its network.
+    """
+    if not isinstance(networks, Mapping) or not networks:
+        raise ValueError("networks must map a name to (nn.Sequential, example input)")
+    variants, kinds = {}, {}
+    with torch.inference_mode():
+        for name, (model, x) in networks.items():
+            require_instance(f"networks[{name!r}] model", model, torch.nn.Sequential)
+            require_instance(f"networks[{name!r}] input", x, torch.Tensor)
+            for index, layer in enumerate(model):
+                key = f"{name} | {index}"
+                variants[key], kinds[key] = (lambda layer=layer, x=x: layer(x)), type(layer).__name__
+                x = layer(x)
+        timings = measure_interleaved(variants, rounds=rounds, min_run_time=min_run_time)
+    rows = [{"network": key.split(" | ")[0], "kind": kinds[key], "median_ms": t.median_ms} for key, t in timings.items()]
+    table = pd.DataFrame(rows).pivot_table(index="kind", columns="network", values="median_ms", aggfunc="sum")
+    return table[list(networks)]

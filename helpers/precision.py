@@ -61,17 +61,37 @@ def _cuda_fp32_math(mode: str) -> Iterator[None]:
 
 
 @contextmanager
-def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
-    """Run the block in that precision: autocast for bf16 and fp16, TF32 math for tf32, true fp32 for fp32."""
+def fp32_math(precision: str, device: torch.device) -> Iterator[None]:
+    """The fp32 math switches of a precision, for a whole training step (forward, backward, optimizer step).
+
+    On CUDA, "fp32" sets cuBLAS and cuDNN to full fp32 ("ieee") and "tf32" sets both to TF32; bf16 and
+    fp16 keep PyTorch's defaults for what autocast leaves in fp32. Elsewhere (CPU, MPS) it changes nothing.
+    """
+    device = torch.device(device)
+    check_precision(precision, device)
+    if device.type == "cuda" and precision in ("fp32", "tf32"):
+        with _cuda_fp32_math("tf32" if precision == "tf32" else "ieee"):
+            yield
+    else:
+        yield
+
+
+@contextmanager
+def autocast_mode(precision: str, device: torch.device) -> Iterator[None]:
+    """torch.autocast for bf16 and fp16 (around a forward pass only); nothing for fp32 and tf32."""
     device = torch.device(device)
     check_precision(precision, device)
     if precision in AUTOCAST_DTYPES:
         with torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]):
             yield
-    elif device.type == "cuda":
-        with _cuda_fp32_math("tf32" if precision == "tf32" else "ieee"):
-            yield
     else:
+        yield
+
+
+@contextmanager
+def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
+    """Run a forward-only block in that precision: autocast for bf16 and fp16, TF32 math for tf32, true fp32 for fp32."""
+    with fp32_math(precision, device), autocast_mode(precision, device):
         yield
 
 
@@ -88,15 +108,22 @@ def amp_train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     precision: str,
-) -> float:
-    """One training step: forward and loss under autocast, backward outside it, the fp16 loss scaled."""
-    with precision_mode(precision, inputs.device):
-        loss = nn.functional.cross_entropy(model(inputs), targets)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.item()
+) -> torch.Tensor:
+    """One training step: forward and loss under autocast, backward outside it, the fp16 loss scaled.
+
+    The fp32 math switches (fp32_math: true fp32 or TF32 on CUDA) cover the whole step, backward and
+    optimizer step included; autocast covers the forward pass and the loss only.
+    Returns the loss as a detached tensor, still on the device: reading it (`.item()`) would make
+    the CPU wait for the GPU at every step, so callers read it only when they need the number.
+    """
+    with fp32_math(precision, inputs.device):
+        with autocast_mode(precision, inputs.device):
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach()
 
 
 def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
@@ -107,44 +134,84 @@ def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
 def saved_activation_bytes(model: nn.Module, inputs: torch.Tensor, precision: str) -> int:
     """Bytes of the tensors autograd keeps for the backward pass of one forward: what lower precision shrinks.
 
-    The pack hook keeps each saved tensor's memory (its storage) until the count is done, and nothing
-    of the graph: the graph is thrown away without a backward pass (keeping the tensors themselves would
-    tie outputs to their own graph in a reference cycle that Python's garbage collector cannot see).
-    Memory saved twice (one tensor used by two operations) counts once, and the model's parameters,
-    which exist anyway, not at all.
+    A saved-tensor hook sees every tensor autograd saves. We note the size of each one's memory block
+    (its storage), so a block saved by two operations counts once, and skip the model's parameters,
+    which exist anyway. No backward pass follows: the forward is run only to be counted.
     """
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, torch.UntypedStorage] = {}
+    require_instance("model", model, nn.Module)
+    require_instance("inputs", inputs, torch.Tensor)
+    parameter_blocks = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved_blocks: dict[int, int] = {}  # address of a memory block -> its size in bytes
 
-    def record(tensor: torch.Tensor) -> int:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            kept[storage.data_ptr()] = storage  # alive until the end, so no later tensor reuses its address
-        return 0
+    def record(tensor: torch.Tensor) -> torch.Tensor:
+        block = tensor.untyped_storage()
+        if block.data_ptr() not in parameter_blocks:
+            saved_blocks[block.data_ptr()] = block.nbytes()
+        # Keep the same memory without its autograd history: a saved output that held its own graph
+        # would form a reference cycle that Python's garbage collector cannot free.
+        return tensor.detach()
 
-    def refuse(_size: int) -> torch.Tensor:
-        raise RuntimeError("saved_activation_bytes builds a graph for counting only; do not call backward on it")
+    def unpack(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(record, refuse), precision_mode(precision, inputs.device):
-        model(inputs)
-    return sum(storage.nbytes() for storage in kept.values())
+    with torch.autograd.graph.saved_tensors_hooks(record, unpack), precision_mode(precision, inputs.device):
+        output = model(inputs)  # alive until we return, so no saved block is freed and its address reused
+    del output
+    return sum(saved_blocks.values())
 
 
-def _precision_costs(model: nn.Module, trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                     precision: str) -> dict:
-    """What one precision costs besides time: bytes kept for backward, output error, and on CUDA the peak memory."""
+def training_copy(model: nn.Module) -> nn.Module:
+    """A copy of model in training mode, so that timing training steps leaves the original untouched."""
+    require_instance("model", model, nn.Module)
+    return copy.deepcopy(model).train()
+
+
+def inference_latency(model: nn.Module, inputs: torch.Tensor, precision: str, *, min_run_time: float = 0.3) -> Timing:
+    """Median time of one inference call of model (in eval mode) in that precision."""
+    require_instance("model", model, nn.Module)
+    check_precision(precision, inputs.device)
+    model.eval()
+    with torch.inference_mode(), precision_mode(precision, inputs.device):
+        return measure_latency(lambda: model(inputs), min_run_time=min_run_time, warmup=1)
+
+
+def train_step_latency(trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str, *,
+                       min_run_time: float = 0.3) -> Timing:
+    """Median time of one amp_train_step of trainee (SGD) in that precision; trainee's weights change."""
+    require_instance("trainee", trainee, nn.Module)
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+    scaler = make_grad_scaler(precision, inputs.device)
+    return measure_latency(partial(amp_train_step, trainee, inputs, targets, optimizer, scaler, precision),
+                           min_run_time=min_run_time, warmup=1)
+
+
+def output_error(model: nn.Module, inputs: torch.Tensor, precision: str) -> float:
+    """relative_error of model's output in that precision against its output in fp32."""
+    require_instance("model", model, nn.Module)
     with torch.inference_mode():
         with precision_mode("fp32", inputs.device):
             reference = model(inputs).float()
         with precision_mode(precision, inputs.device):
-            output = model(inputs)
+            return relative_error(model(inputs), reference)
+
+
+def gpu_step_peak_mb(trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str) -> float:
+    """Peak GPU memory (MiB) allocated during one training step of trainee in that precision."""
+    if inputs.device.type != "cuda":
+        raise ValueError(f"gpu_step_peak_mb measures CUDA memory; the inputs are on {inputs.device.type}")
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
+    with track_peak_memory() as memory:
+        amp_train_step(trainee, inputs, targets, optimizer, make_grad_scaler(precision, inputs.device), precision)
+    return memory.cuda_peak_bytes / 2**20
+
+
+def precision_costs(model: nn.Module, trainee: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                    precision: str) -> dict[str, float]:
+    """What one precision costs besides time: bytes kept for backward, output error, and on CUDA the peak memory."""
     costs = {"saved_for_backward_MB": saved_activation_bytes(trainee, inputs, precision) / 2**20,
-             "relative_error": relative_error(output, reference)}
+             "relative_error": output_error(model, inputs, precision)}
     if inputs.device.type == "cuda":
-        optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
-        with track_peak_memory() as memory:
-            amp_train_step(trainee, inputs, targets, optimizer, make_grad_scaler(precision, inputs.device), precision)
-        costs["gpu_peak_MB"] = memory.cuda_peak_bytes / 2**20
+        costs["gpu_peak_MB"] = gpu_step_peak_mb(trainee, inputs, targets, precision)
     return costs
 
 
@@ -152,18 +219,12 @@ def precision_point(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str, *, min_run_time: float = 0.3
 ) -> dict:
     """One precision alone (for a widget): inference latency, training-step time, memory and output error."""
-    require_instance("model", model, nn.Module)
     check_precision(precision, inputs.device)
-    model.eval()
-    with torch.inference_mode(), precision_mode(precision, inputs.device):
-        inference = measure_latency(lambda: model(inputs), min_run_time=min_run_time, warmup=1)
-    trainee = copy.deepcopy(model).train()
-    optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
-    scaler = make_grad_scaler(precision, inputs.device)
-    step = measure_latency(lambda: amp_train_step(trainee, inputs, targets, optimizer, scaler, precision),
-                           min_run_time=min_run_time, warmup=1)
+    trainee = training_copy(model)
+    inference = inference_latency(model, inputs, precision, min_run_time=min_run_time)
+    step = train_step_latency(trainee, inputs, targets, precision, min_run_time=min_run_time)
     return {"precision": precision, "inference_ms": inference.median_ms, "train_step_ms": step.median_ms,
-            **_precision_costs(model, trainee, inputs, targets, precision)}
+            **precision_costs(model, trainee, inputs, targets, precision)}
 
 
 def precision_sweep(
@@ -181,7 +242,7 @@ def precision_sweep(
     for precision in precisions:
         check_precision(precision, inputs.device)
     model.eval()
-    trainee = copy.deepcopy(model).train()
+    trainee = training_copy(model)
     optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-3)
     scalers = {p: make_grad_scaler(p, inputs.device) for p in precisions}
 
@@ -195,7 +256,7 @@ def precision_sweep(
         {p: partial(amp_train_step, trainee, inputs, targets, optimizer, scalers[p], p) for p in precisions},
         rounds=rounds, min_run_time=min_run_time, warmup=1)
     rows = [{"precision": p, "inference_ms": inference[p].median_ms, "train_step_ms": steps[p].median_ms,
-             **_precision_costs(model, trainee, inputs, targets, p)} for p in precisions]
+             **precision_costs(model, trainee, inputs, targets, p)} for p in precisions]
     return pd.DataFrame(rows).set_index("precision"), steps
 
 
@@ -218,8 +279,9 @@ def explain_precision(precision: str, report: HardwareReport) -> str:
     if native:
         return (f"This CPU has native {precision} instructions ({flags}): oneDNN runs convolutions and matmuls "
                 f"in {precision}, moving half the bytes of fp32.")
-    return (f"This CPU has no native {precision} instructions ({flags} missing): each operation converts to fp32 "
-            f"and back, on slower code paths, so {precision} costs time instead of saving it.")
+    return (f"This CPU has no native {precision} instructions ({flags} missing): {precision} is emulated (each "
+            f"operation converts to fp32 and back, on slower code paths) and is expected to cost time; the "
+            f"measurement says how much.")
 
 
 def _explain_cuda_precision(precision: str, report: HardwareReport) -> str:

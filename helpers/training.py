@@ -38,7 +38,7 @@ def train_epochs(
     epoch_losses = []
     bar = tqdm(total=epochs * len(loader), desc="training", leave=False, disable=not progress)
     for _ in range(epochs):
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=device), 0  # summed on the device: no wait for the GPU per step
         for inputs, targets in loader:
             inputs, targets = inputs.to(device), targets.to(device)
             loss = amp_train_step(model, inputs, targets, optimizer, scaler, precision)
@@ -47,7 +47,7 @@ def train_epochs(
             total += loss * len(targets)
             count += len(targets)
             bar.update()
-        epoch_losses.append(total / count)
+        epoch_losses.append((total / count).item())  # one wait per epoch
     bar.close()
     return epoch_losses
 

@@ -22,3 +22,9 @@ def published_top1(name: str) -> float:
     require_choice("name", name, ARCHITECTURES)
     weights = models.get_model_weights(name).DEFAULT
     return weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+
+
+def published_gflops(name: str) -> float:
+    """torchvision's published 'GFLOPS' per 224x224 image (meta["_ops"]): in fact billions of multiply-adds."""
+    require_choice("name", name, ARCHITECTURES)
+    return models.get_model_weights(name).DEFAULT.meta["_ops"]

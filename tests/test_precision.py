@@ -46,7 +46,7 @@ def test_amp_train_step_updates_the_weights_and_keeps_them_fp32(precision):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loss = amp_train_step(model, torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3]), optimizer,
                           make_grad_scaler(precision, CPU), precision)
-    assert isinstance(loss, float) and loss > 0
+    assert isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad and loss.item() > 0
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
@@ -146,3 +146,121 @@ def test_relative_error_is_the_largest_difference_over_the_largest_reference():
     from helpers.precision import relative_error
 
     assert relative_error(torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0])) == 0.25
+
+
+def test_saved_activation_bytes_counts_a_shared_block_once_and_skips_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(3, 8)
+    # the first Linear keeps its input; ReLU keeps its output, which the second Linear keeps again (once);
+    # the weights are parameters and are not counted
+    assert saved_activation_bytes(model, x, "fp32") == 3 * 8 * 4 + 3 * 16 * 4
+
+
+def test_saved_activation_bytes_rejects_what_is_not_a_model_or_a_tensor():
+    with pytest.raises(TypeError, match="model must be a Module"):
+        saved_activation_bytes("net", torch.randn(1, 2), "fp32")
+    with pytest.raises(TypeError, match="inputs must be a Tensor"):
+        saved_activation_bytes(torch.nn.Linear(2, 2), [1.0, 2.0], "fp32")
+
+
+def test_amp_train_step_does_not_read_the_loss_on_the_host(monkeypatch):
+    def refuse(self):
+        raise AssertionError("amp_train_step called .item(): a wait for the device at every step")
+
+    monkeypatch.setattr(torch.Tensor, "item", refuse)
+    model = small_cnn((4,))
+    amp_train_step(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), torch.optim.SGD(model.parameters(), lr=0.1),
+                   make_grad_scaler("fp32", CPU), "fp32")
+
+
+def test_the_small_precision_functions_each_do_their_one_job():
+    from helpers.precision import (
+        inference_latency, output_error, precision_costs, train_step_latency, training_copy,
+    )
+
+    torch.manual_seed(0)
+    model, x, y = small_cnn((4, 8)), torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
+    trainee = training_copy(model.eval())
+    assert trainee.training and not model.training and trainee is not model
+    assert inference_latency(model, x, "fp32", min_run_time=0.01).median_ms > 0
+    before = [p.detach().clone() for p in trainee.parameters()]
+    assert train_step_latency(trainee, x, y, "fp32", min_run_time=0.01).median_ms > 0
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainee.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), training_copy(model).state_dict().values()))
+    assert output_error(model, x, "fp32") == 0.0 < output_error(model, x, "bf16")
+    assert set(precision_costs(model, trainee, x, y, "bf16")) == {"saved_for_backward_MB", "relative_error"}
+
+
+def test_the_small_precision_functions_check_their_arguments():
+    from helpers.precision import gpu_step_peak_mb, inference_latency, output_error, training_copy
+
+    with pytest.raises(TypeError, match="model must be a Module"):
+        training_copy(object())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference_latency(small_cnn((4,)), torch.randn(1, 1, 8, 8), "fp8")
+    with pytest.raises(TypeError, match="model must be a Module"):
+        output_error(None, torch.randn(1, 1, 8, 8), "fp32")
+    with pytest.raises(ValueError, match="measures CUDA memory; the inputs are on cpu"):
+        gpu_step_peak_mb(small_cnn((4,)), torch.randn(1, 1, 8, 8), torch.tensor([0]), "fp32")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without CUDA")
+def test_overlap_and_pinning_measurements_say_clearly_that_they_need_cuda():
+    from helpers.gpu import compare_copy_compute_overlap, pin_memory_cost
+
+    for call in (lambda: compare_copy_compute_overlap(8), lambda: pin_memory_cost(8)):
+        with pytest.raises(ValueError, match="needs a CUDA GPU; this machine has none"):
+            call()
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: __import__("helpers.gpu").gpu.compare_copy_compute_overlap(0), ValueError, "megabytes must be an int >= 1"),
+    (lambda: __import__("helpers.gpu").gpu.compare_copy_compute_overlap(8, matrix_size=16), ValueError,
+     "matrix_size must be an int >= 64"),
+    (lambda: __import__("helpers.gpu").gpu.compare_copy_compute_overlap(8, rounds=2), ValueError,
+     "rounds must be an int >= 3"),
+    (lambda: __import__("helpers.gpu").gpu.pin_memory_cost(1.5), TypeError, "megabytes must be an int"),
+])
+def test_overlap_and_pinning_check_their_arguments_first(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_amp_train_step_keeps_the_fp32_math_switches_for_backward_and_the_optimizer_step(monkeypatch, precision):
+    import helpers.precision as precision_module
+    from contextlib import contextmanager
+
+    inside = {"now": False}
+    seen = {}
+
+    @contextmanager
+    def recording_fp32_math(name, device):
+        inside["now"] = True
+        try:
+            yield
+        finally:
+            inside["now"] = False
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen["backward"] = inside["now"]
+            return grad
+
+    class Stepping(torch.optim.SGD):
+        def step(self, closure=None):
+            seen["step"] = inside["now"]
+            return super().step(closure)
+
+    monkeypatch.setattr(precision_module, "fp32_math", recording_fp32_math)
+    layer = torch.nn.Linear(4, 3)
+    model = torch.nn.Sequential(layer)
+    model.forward = lambda x: layer(Probe.apply(x))
+    amp_train_step(model, torch.randn(2, 4, requires_grad=True), torch.tensor([0, 1]),
+                   Stepping(layer.parameters(), lr=0.1), make_grad_scaler(precision, CPU), precision)
+    assert seen == {"backward": True, "step": True} and not inside["now"]
