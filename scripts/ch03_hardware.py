@@ -24,7 +24,7 @@
 # article's version), and compiles a network with `torch.compile`. Which of these pays is decided
 # by the hardware in front of you, so every verdict below is measured on it.
 #
-# **Estimated time:** ~60 min · **Hardware:** Any CPU; a CUDA GPU adds pinned-memory, fp16, TF32 and CUDA-graph measurements
+# **Estimated time:** ~75 min · **Hardware:** Any CPU; a CUDA GPU adds pinned-memory, fp16, TF32 and CUDA-graph measurements
 
 # %% [markdown]
 # ## Setup

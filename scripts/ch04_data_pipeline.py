@@ -16,8 +16,7 @@
 # %% [markdown]
 # # Chapter 4 — Data pipeline: image files, DataLoader workers, pinned memory, caching
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dl-perf-course/dl-performance-workbook/blob/main/notebooks/ch04_data_pipeline.ipynb)
-# [![Launch Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/dl-perf-course/dl-performance-workbook/main?labpath=notebooks/ch04_data_pipeline.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dl-perf-course/dl-performance-workbook/blob/main/notebooks/ch04_data_pipeline.ipynb) [![Launch Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/dl-perf-course/dl-performance-workbook/main?labpath=notebooks/ch04_data_pipeline.ipynb)
 #
 # A fast model is wasted if it waits for data. This chapter writes a real image dataset to disk,
 # reads it the way training code does (decode, augment, batch), and measures where the time goes:
