@@ -60,6 +60,12 @@ def check_choice(exercise: str, answer: object, expected: str, choices: Sequence
     return _say(FAIL, exercise, f"not {answer!r}. {hint}".rstrip(), False)
 
 
+def _short_repr(value: object) -> str:
+    """repr for a message: arrays and tensors by shape, not by their (long) contents."""
+    shape = getattr(value, "shape", None)
+    return f"<{type(value).__name__} of shape {tuple(shape)}>" if shape is not None else repr(value)
+
+
 def check_function(
     exercise: str,
     candidate: Callable[..., object],
@@ -74,7 +80,7 @@ def check_function(
         raise ValueError("cases must hold at least one (args, expected) pair")
     for args, expected in cases:
         got = candidate(*args)
-        shown = ", ".join(repr(a) for a in args)
+        shown = ", ".join(_short_repr(a) for a in args)
         if got is None or got is Ellipsis:
             return _say(TODO, exercise, f"not implemented yet: {getattr(candidate, '__name__', 'it')}({shown}) returned {got!r}.", False)
         if isinstance(got, bool) or not isinstance(got, numbers.Real) or not _close(float(got), expected, rtol):

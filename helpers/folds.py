@@ -1,4 +1,4 @@
-"""Accuracy over cross-validation folds: mean and spread, and whether one method beats another on every fold."""
+"""Accuracy over folds or seeds: mean and spread, paired comparisons, intervals, and paired tests on one test set."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
+import torch
 
 from .validate import require_int, require_number
 
@@ -44,3 +45,16 @@ def wilson_interval(accuracy: float, n_images: int) -> tuple[float, float]:
     centre = (accuracy + z2 / (2 * n_images)) / (1 + z2 / n_images)
     half = 1.96 * math.sqrt(accuracy * (1 - accuracy) / n_images + z2 / (4 * n_images**2)) / (1 + z2 / n_images)
     return centre - half, centre + half
+
+
+def paired_prediction_change(reference: torch.Tensor, candidate: torch.Tensor, labels: torch.Tensor) -> dict:
+    """How two models' predictions on the same images differ: images each alone gets right, and McNemar's exact
+    two-sided p-value for "both have the same accuracy" (the paired test; two separate intervals are not)."""
+    if not (len(reference) == len(candidate) == len(labels)) or len(labels) == 0:
+        raise ValueError(f"need equal, non-empty lengths, got {len(reference)}, {len(candidate)} and {len(labels)}")
+    only_reference = int(((reference == labels) & (candidate != labels)).sum())
+    only_candidate = int(((candidate == labels) & (reference != labels)).sum())
+    discordant = only_reference + only_candidate
+    tail = sum(math.comb(discordant, k) for k in range(min(only_reference, only_candidate) + 1)) / 2**discordant
+    return {"predictions changed": int((reference != candidate).sum()), "only the reference right": only_reference,
+            "only the candidate right": only_candidate, "McNemar p": min(1.0, 2 * tail)}

@@ -42,6 +42,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
     packages = [
         "dl-perf-course-helpers @ git+https://github.com/dl-perf-course/dl-performance-workbook@main",
         "torch-pruning==1.6.1",
+        "torchao==0.18.0",
     ]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)
     importlib.invalidate_caches()
