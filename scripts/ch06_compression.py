@@ -476,7 +476,8 @@ if dynamic_batch_1.high < 1:
 # are compute-bound, it has nothing to gain; it can only gain where reading the weights dominates.
 #
 # **int4** weight-only quantization halves the bytes again, but torchao's default int4 packing
-# relies on a CUDA kernel library. What this machine says when asked:
+# relies on a CUDA kernel library (a CPU layout exists as a prototype, not as a fast path). What this
+# machine says when asked for the default:
 
 # %% tags=["nbval-ignore-output"]
 try:
