@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # torchao's import logs a notice about torch's own pytree registration (not our code, not actionable): keep it quiet.
@@ -87,12 +88,17 @@ def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: 
     copy of the model for each other batch size.
     """
     require_instance("model", model, nn.Module)
-    compiled = torch.compile(model, dynamic=False)
+    # isolate_recompiles: every nn.Sequential shares one forward, and without it a later compile of another
+    # Sequential at the same shape would silently reuse this graph (compiled with other settings).
+    compiled = torch.compile(model, dynamic=False, isolate_recompiles=True)
+    graphs_before = counters["stats"]["unique_graphs"]
     start = time.perf_counter()
     with torch.no_grad(), torch._inductor.config.patch(freezing=freezing), warnings.catch_warnings():
         for message in INTERNAL_COMPILE_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         compiled(example)
+    if counters["stats"]["unique_graphs"] == graphs_before:
+        raise RuntimeError("torch.compile compiled no new graph for this model: it reused one compiled earlier")
     return compiled, time.perf_counter() - start
 
 

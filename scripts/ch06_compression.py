@@ -26,7 +26,7 @@
 # integers on today's path (torchao and PT2E, then `torch.compile` with freezing). Finally chapter 2's
 # pruning, distillation and int8 run in sequence on one network.
 #
-# **Estimated time:** ~70 min · **Hardware:** Any CPU (int8 pays most with VNNI or AMX); a CUDA GPU adds torchao's GPU quantization kernels
+# **Estimated time:** ~70 min · **Hardware:** Any CPU (int8 pays most with VNNI or AMX); a CUDA GPU adds the torchao GPU quantization kernels
 
 # %% [markdown]
 # ## Setup
@@ -75,8 +75,8 @@ from torchao.quantization.quant_primitives import (
 )
 
 from helpers import (
-    check_number, compare_folds, count_parameters, evaluate_accuracy, fold_table, ledger_table,
-    live_control, load_digits_split, make_claim, make_entry, measure_interleaved, plot_sweep, plot_tradeoff,
+    check_number, compare_folds, count_parameters, evaluate_accuracy, fold_table, ledger_table, live_control,
+    load_digits_split, make_claim, make_entry, measure_interleaved, paired_ratio, plot_sweep, plot_tradeoff,
     prune_channels, record_chapter, report_claim, serialized_size_bytes, setup_chapter, show_source, small_cnn,
     tensor_loader, timing_ratio, timing_table, train_epochs,
 )
@@ -176,9 +176,10 @@ print(f"'mean' / 'batchmean' = {(mean_kl / batchmean_kl).item():.4f} (1 / number
 # probability that underflows to exactly 0 in float32. The textbook formula
 # $\sum p \,(\log p - \log q)$ written by hand then computes $0 \cdot (-\infty)$, which is NaN, and
 # one NaN ruins the whole batch's gradient. `F.kl_div` with probabilities as the target
-# (`log_target=False`) avoids the NaN (it treats $0 \log 0$ as 0), but the underflowed probability
-# has already lost its value. `log_softmax` keeps it as a finite log-probability, and
-# `log_target=True` lets `kl_div` use it directly, with no softmax-then-log round trip:
+# (`log_target=False`) avoids the NaN (it treats $0 \log 0$ as 0), and here gives the same loss: a
+# class with probability $e^{-110}$ contributes nothing measurable. `log_softmax` computes the
+# log-probabilities stably, and `log_target=True` lets `kl_div` use them directly, without a
+# softmax-then-log round trip that would have to guard against $\log 0$:
 
 # %%
 confident_teacher = torch.tensor([[30.0, -80.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
@@ -267,8 +268,10 @@ alone, distilled = statistics.mean(student_runs["labels only"]), statistics.mean
 gap_closed = (distilled - alone) / (teacher_accuracy - alone)
 soft_vs_alone = compare_folds(student_runs["labels only"], student_runs["teacher's soft targets"])
 soft_vs_hard = compare_folds(student_runs["teacher's hard labels"], student_runs["teacher's soft targets"])
+kd_ratio = paired_ratio(student_runs["labels only"], student_runs["teacher's soft targets"], higher_is_better=True)
 print(f"distillation closes {gap_closed:.0%} of the student-teacher gap ({alone:.1%} -> {distilled:.1%}, "
-      f"teacher {teacher_accuracy:.1%}); distilled against labels only: {soft_vs_alone.replace('fold', 'seed')}")
+      f"teacher {teacher_accuracy:.1%}); distilled against labels only: {soft_vs_alone.replace('fold', 'seed')}, "
+      f"accuracy ratio {str(kd_ratio).replace('rounds', 'seeds')}")
 print(f"soft targets against the teacher's hard labels: {soft_vs_hard.replace('fold', 'seed')}, "
       f"{100 * (distilled - statistics.mean(student_runs[arms[1]])):+.1f} points on average")
 
@@ -279,17 +282,19 @@ print(f"soft targets against the teacher's hard labels: {soft_vs_hard.replace('f
 if soft_vs_alone != "higher on every fold":
     print("Distillation did not beat labels only on every seed here: with this spread, a gain is not shown.")
 else:
-    print("Distillation beat labels only on every seed: a real gain.")
+    print(f"Distillation beat labels only on all {len(SEEDS)} seeds, and the interval of the accuracy ratio "
+          f"{'lies above 1: a gain' if kd_ratio.low > 1 else 'still reaches 1: more seeds would settle it'}.")
 if soft_vs_hard == "higher on every fold":
-    print("The soft targets also beat the teacher's hard labels on every seed: the teacher's knowledge about the "
-          "wrong classes adds to what labelling more images gives.")
+    print("At this T and alpha the soft targets also beat the teacher's hard labels on every seed: the teacher's "
+          "knowledge about the wrong classes adds to what labelling more images gives.")
 elif soft_vs_hard == "mixed":
     print("Against the teacher's hard labels the soft targets were better on some seeds and worse on others: "
           "most of the gain comes from the teacher labelling the transfer images; whether its soft knowledge adds "
           "anything is not resolved by 5 seeds.")
 else:
-    print("The teacher's hard labels did better on every seed: the gain comes from the teacher labelling the "
-          "transfer images, not from its soft knowledge. A likely reason (a hypothesis this run does not test): "
+    print("At this T and alpha the teacher's hard labels did better on every seed: the gain comes from the teacher "
+          "labelling the transfer images, not from its soft knowledge. A likely reason (a hypothesis this run does "
+          "not test): "
           f"soft targets ask a {count_parameters(small_cnn(STUDENT_CHANNELS)):,}-parameter student to reproduce "
           "the teacher's whole distribution, logit gaps included, while hard labels ask only for the right class.")
 
@@ -347,8 +352,8 @@ live_control(distillation_report,
 # small loses more of its precision under a scale set by the largest filter. torchao's quantization primitives
 # express the granularity as a **block size**: the whole shape means one scale for the tensor;
 # `(1, *rest)` means one scale per output channel. The weights that get quantized are those of the
-# convolutions with batch norm folded in (PT2E folds it before quantizing, and folding multiplies each
-# filter by its own BN scale, which makes the filters' ranges differ more). On each of them:
+# convolutions with batch norm folded in (PT2E folds it before quantizing; folding multiplies each
+# filter by its own BN scale, so the filters' ranges can differ more than before). On each of them:
 
 # %% tags=["nbval-ignore-output"]
 def symmetric_int8_error(values: torch.Tensor, block_size: tuple[int, ...]) -> float:
@@ -387,7 +392,8 @@ granularity.round(4)
 
 # %% tags=["nbval-ignore-output"]
 reduce_range = int8_reduce_range_needed()
-print(f"this CPU {'lacks' if reduce_range else 'has'} AVX-512 VNNI: reduce_range={reduce_range}")
+print(f"this CPU {'lacks' if reduce_range else 'has'} AVX-512 VNNI (the form torchao detects): "
+      f"reduce_range={reduce_range}")
 
 # %% [markdown]
 # ### 3.2 Dynamic and weight-only int8 for a Linear-heavy model
@@ -435,10 +441,11 @@ report_claim(dynamic_claim,
              holds="The int8 matrix products (VNNI or AMX instructions where the CPU has them) do four times the "
                    "multiply-adds per instruction of fp32, and the per-batch activation quantization costs little "
                    "against three large matmuls.",
-             does_not_hold=("Without VNNI, x86 int8 dot products need extra instructions, and quantizing the "
-                            "activations of every batch eats the rest." if reduce_range else
-                            "This CPU has VNNI, yet the gain stays under the threshold here: quantizing the "
-                            "activations of every batch and the int8 kernels' fixed costs eat into it."))
+             does_not_hold=("This CPU lacks AVX-512 VNNI (the only form torchao detects): without a VNNI form, "
+                            "x86 int8 dot products need extra instructions." if reduce_range else
+                            "This CPU has AVX-512 VNNI, yet the gain stays under the threshold here. A likely "
+                            "reason (not measured here): quantizing the activations of every batch and the int8 "
+                            "kernels' fixed costs eat into it."))
 
 # %% tags=["nbval-ignore-output"]
 weight_only_claim = make_claim(6, "weight_only_int8_batch1_1.2x", "Weight-only int8 makes the compiled MLP at batch 1 "
@@ -520,8 +527,10 @@ size_table.to_frame()
 # The same steps, dropping included, live in `helpers.quantize.static_int8` for the rest of the chapter. Now speed.
 # The x86 int8 convolutions with fused ReLU come from Inductor's **freezing** passes, which treat
 # the weights as constants and pre-pack them for oneDNN; without freezing, the graph keeps separate
-# quantize, dequantize and float operations. Four variants, compiled once each at batch 64 (the
-# compiled graphs have static shapes, so accuracy is measured in batches of 64 too):
+# quantize, dequantize and float operations. Five variants: eager fp32, and fp32 and int8 each
+# compiled without and with freezing, once each at batch 64 (the compiled graphs have static shapes,
+# so accuracy is measured in batches of 64 too). The first-call seconds are short when Inductor's
+# on-disk cache already holds these graphs from an earlier run (chapter 3).
 
 # %% tags=["nbval-ignore-output"]
 cnn_compiled = {"fp32 eager": (teacher, 0.0),
@@ -568,10 +577,12 @@ claims.append(fair_static_claim)
 display(report_claim(fair_static_claim,
                      holds="The int8 convolutions (VNNI or AMX where the CPU has them) do more multiply-adds per "
                            "instruction, and the activations stay in int8 from layer to layer.",
-                     does_not_hold=("Without VNNI the int8 convolutions need extra instructions and the 7-bit "
-                                    "activations of reduce_range; the gain stays small." if reduce_range else
-                                    "This CPU has VNNI, yet at this size the quantize and reorder steps around "
-                                    "the int8 convolutions eat much of the gain.")))
+                     does_not_hold=("This CPU lacks AVX-512 VNNI (the only form torchao detects): without a VNNI "
+                                    "form the int8 convolutions need extra instructions, and reduce_range's 7-bit "
+                                    "activations." if reduce_range else
+                                    "This CPU has AVX-512 VNNI. A likely reason (not measured here): at this size "
+                                    "the quantize and reorder steps around the int8 convolutions eat much of the "
+                                    "gain.")))
 for precision in ("fp32", "int8"):
     freezing_gain = timing_ratio(cnn_timings[f"{precision} compiled"], cnn_timings[f"{precision} compiled + freezing"])
     print(f"freezing, {precision}: {freezing_gain} ({freezing_gain.gain})")
@@ -622,9 +633,9 @@ base_student = fold_batch_norm(train_student(small_cnn((8, 16)), (x_train, y_tra
 start = time.perf_counter()
 ptq_student = train_student(copy.deepcopy(base_student), (x_train, y_train), steps=60, lr=1e-3, seed=1)
 fp32_steps_s = time.perf_counter() - start
+qat_prepared = prepare_qat(copy.deepcopy(base_student), example, reduce_range=reduce_range)
 start = time.perf_counter()
-qat_prepared = train_student(prepare_qat(copy.deepcopy(base_student), example, reduce_range=reduce_range),
-                             (x_train, y_train), steps=60, lr=1e-3, seed=1)
+train_student(qat_prepared, (x_train, y_train), steps=60, lr=1e-3, seed=1)
 qat_steps_s = time.perf_counter() - start
 qat_predictions = {
     "fp32, 360 steps": predict_in_fixed_batches(ptq_student, x_test, 64).argmax(1),
@@ -637,7 +648,7 @@ qat_table = pd.DataFrame({name: {"test accuracy": (predicted == y_test).sum().it
                           for name, predicted in qat_predictions.items()}).T
 counts = ["predictions changed", "only the reference right", "only the candidate right"]
 qat_table[counts] = qat_table[counts].astype(int)
-print(f"60 steps: fp32 {fp32_steps_s:.1f} s, quantization-aware {qat_steps_s:.1f} s (including its export)")
+print(f"60 training steps: fp32 {fp32_steps_s:.2f} s, quantization-aware {qat_steps_s:.2f} s")
 qat_table.round(3)
 
 # %% [markdown]
@@ -773,8 +784,9 @@ claims.append(combined_claim)
 report_claim(combined_claim,
              holds="Pruning half the channels of every layer removes about three quarters of the multiply-adds; "
                    "the line below says what int8 added on top of it on this machine.",
-             does_not_hold="At this size the fixed costs of each call (launching the graph, the layers that "
-                           "compression does not touch) limit what removing work can save on this machine.")
+             does_not_hold="A likely reason (not measured here): at this size the fixed costs of each call "
+                           "(launching the graph, the layers that compression does not touch) limit what removing "
+                           "work can save.")
 
 # %% tags=["nbval-ignore-output"]
 int8_on_pruned = timing_ratio(stage_timings["pruned 50% + distilled"], stage_timings["pruned + distilled + int8"])
@@ -992,7 +1004,7 @@ int8_size_ratio = size_table["fp32 teacher"] / size_table["int8, unused fp32 wei
 entries = [
     make_entry(6, "knowledge_distillation", metric="tiny student test accuracy, 50 labelled images", unit="%",
                baseline=100 * alone, optimized=100 * distilled, higher_is_better=True, hardware=hw.cpu_label,
-               extras={"teacher_accuracy": 100 * teacher_accuracy, "gap_closed": gap_closed, "seeds": len(SEEDS),
+               ratio=kd_ratio, extras={"teacher_accuracy": 100 * teacher_accuracy, "gap_closed": gap_closed, "seeds": len(SEEDS),
                        "against_labels_only": soft_vs_alone.replace("fold", "seed"),
                        "hard_label_arm": 100 * statistics.mean(student_runs[arms[1]]),
                        "against_hard_labels": soft_vs_hard.replace("fold", "seed"),
@@ -1007,7 +1019,7 @@ entries = [
                baseline=cnn_table.loc["fp32 eager", "median_ms"],
                optimized=cnn_table.loc["int8 compiled + freezing", "median_ms"], higher_is_better=False,
                hardware=hw.cpu_label, ratio=static_claim.ratio,
-               extras={"size_ratio": int8_size_ratio, "against_compiled_fp32": fair_static_claim.ratio.median,
+               extras={"size_ratio": int8_size_ratio, "against_compiled_fp32": fair_static_claim.as_dict()["ratio"] | {"verdict": fair_static_claim.verdict},
                        "accuracy_change_points": 100 * (cnn_accuracy["int8 compiled + freezing"] - teacher_accuracy)}),
     make_entry(6, "weight_only_int8", metric="MLP latency, batch 1, against compiled fp32", unit="ms",
                baseline=mlp_table.loc["fp32", "batch 1 (ms)"], optimized=mlp_table.loc["int8 weight-only", "batch 1 (ms)"],
