@@ -54,6 +54,7 @@ def test_book_index_renders_in_chromium(built_book: Path, chromium):
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto((built_book / "index.html").as_uri())
+        page.wait_for_url("**/intro.html")  # index.html redirects with a meta refresh: wait for its target
         page.wait_for_load_state("load")
         assert COURSE.title in page.title() or COURSE.title in page.inner_text("body")
         for chapter in COURSE.chapters:
