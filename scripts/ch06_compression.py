@@ -845,10 +845,15 @@ def article_qconfig() -> None:
 
 
 run_quoted_mistake("QConfig(activation=default_qconfig, weight=default_qconfig)", article_qconfig)
-run_quoted_mistake("quantize_dynamic(..., dtype=torch.quint8)", lambda: torch.quantization.quantize_dynamic(
-    nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.quint8))
+def article_dynamic(*args: object, **kwargs: object) -> nn.Module:
+    """The article's call, in the deprecated namespace, on purpose (it runs only inside run_quoted_mistake)."""
+    return torch.quantization.quantize_dynamic(*args, **kwargs)  # the article's deprecated call
+
+
+run_quoted_mistake("quantize_dynamic(..., dtype=quint8)",
+                   lambda: article_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.quint8))  # errata
 run_quoted_mistake("quantize_dynamic(model, ...) with model undefined",
-                   lambda: torch.quantization.quantize_dynamic(model_never_defined, {nn.Linear}))  # noqa: F821
+                   lambda: article_dynamic(model_never_defined, {nn.Linear}))  # noqa: F821
 
 # %% [markdown]
 # - The deprecation message above names a removal release (2.10) that has already passed: the
