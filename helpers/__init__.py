@@ -17,53 +17,82 @@ One concern per module; learners are welcome to read them:
 - layers / pruning / zoo: depthwise separable conv, channel pruning, torchvision architectures
 - roofline / folds: a layer on the roofline; accuracy over cross-validation folds
 - plots / widgets / checks / source: charts, live controls, exercise checks, showing helper code
+- distill / quantize / compression_plots / compression_checks: chapter 6's distillation and int8
+- launch / job_common / job_ddp / job_allreduce / job_fsdp / job_resume: chapter 5's torchrun jobs
+- comm_model / sharding_memory / distributed_plots: the all-reduce cost model and the memory arithmetic
+
+Imports are lazy: `from helpers import measure_latency` loads only the module that defines it, so a
+distributed job that imports helpers.job_ddp does not pay for plotting, images or torchvision.
 """
 
-from .chapter import setup_chapter
-from .claims import Claim, Ratio, claims_table, make_claim, paired_ratio, report_claim, timing_ratio
-from .checks import check_choice, check_function, check_number
-from .cost import count_flops, count_parameters, model_cost, serialized_size_bytes
-from .data import DigitsSplit, PerSampleDigits, digits_folds, hold_out, load_digits_split, tensor_loader, upsample
-from .compile_timing import forget_compiled_code
-from .gpu import (
-    compare_copy_compute_overlap, compare_host_to_device, compare_tf32_matmul, copy_beside_compute, cuda_graph_replay,
-    launch_versus_completion_ms, pin_memory_cost,
-)
-from .hardware_checks import (
-    check_activation_bytes_prediction, check_break_even, check_loss_scale, exercise_mlp,
-)
-from .hardware import HardwareReport, hardware_report, pick_device
-from .images import (
-    BatchedCache, DecodedCache, ObjectListCache, RecordArrays, RecordList, cache_root, decode_all, decode_stacked,
-    evict_from_page_cache, file_index, image_folder, read_bytes, time_cold_and_warm_reads, time_reads_interleaved,
-    write_digit_images, write_shard,
-)
-from .layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
-from .ledger import ledger_path, ledger_table, load_claims, load_ledger, make_entry, record_chapter
-from .measure import (
-    Percentiles, Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency,
-    measure_percentiles, synchronize, synchronized_clock, throughput, time_layers, time_layers_interleaved,
-    timing_table,
-)
-from .loading import (
-    LoaderTiming, child_pids, loader_ratio, loader_table, make_loader, measure_loader, measure_loaders,
-    check_pipeline_choice, check_throughput_prediction, make_train_step, measure_training, new_child_processes,
-    normalize_batch, prefetched_batches, start_method, train_images_per_s, WorkerPids,
-    training_throughput, worker_private_memory_bytes,
-)
-from .memory import track_peak_memory
-from .models import small_cnn
-from .roofline import conv_min_bytes, depthwise_intensity, measure_roofs
-from .precision import (
-    PRECISIONS, amp_train_step, autocast_mode, check_precision, explain_precision, fp32_math, inference_latency,
-    make_grad_scaler, output_error, precision_costs, precision_mode, precision_point, precision_sweep,
-    precision_workload, relative_error, saved_activation_bytes, train_step_latency, training_copy,
-)
-from .phases import PhaseTimes, compare_step_phases, time_step_phases
-from .plots import pareto_front, plot_breakdown, plot_comparison, plot_roofline, plot_sweep, plot_tradeoff
-from .folds import compare_folds, fold_table, wilson_interval
-from .pruning import filter_importance, l1_filter_ranking, per_conv_ratios, prune_channels
-from .source import show_source
-from .training import evaluate_accuracy, train_epochs
-from .widgets import live_control
-from .zoo import ARCHITECTURES, build_architecture, published_gflops, published_top1
+from __future__ import annotations
+
+import importlib
+
+_MODULE_EXPORTS = {
+    "chapter": ("setup_chapter",),
+    "claims": ("Claim", "Ratio", "claims_table", "make_claim", "paired_ratio", "report_claim", "timing_ratio",),
+    "checks": ("check_choice", "check_function", "check_number",),
+    "cost": ("count_flops", "count_parameters", "model_cost", "serialized_size_bytes",),
+    "data": (
+        "DigitsSplit", "PerSampleDigits", "digits_folds", "hold_out", "load_digits_split", "tensor_loader",
+        "upsample",
+    ),
+    "compile_timing": ("forget_compiled_code",),
+    "gpu": (
+        "compare_copy_compute_overlap", "compare_host_to_device", "compare_tf32_matmul", "copy_beside_compute",
+        "cuda_graph_replay", "launch_versus_completion_ms", "pin_memory_cost",
+    ),
+    "hardware_checks": ("check_activation_bytes_prediction", "check_break_even", "check_loss_scale", "exercise_mlp",),
+    "hardware": ("HardwareReport", "hardware_report", "pick_device",),
+    "images": (
+        "BatchedCache", "DecodedCache", "ObjectListCache", "RecordArrays", "RecordList", "cache_root", "decode_all",
+        "decode_stacked", "evict_from_page_cache", "file_index", "image_folder", "read_bytes",
+        "time_cold_and_warm_reads", "time_reads_interleaved", "write_digit_images", "write_shard",
+    ),
+    "layers": ("DepthwiseSeparableConv", "same_padding", "separable_cost_ratio",),
+    "ledger": ("ledger_path", "ledger_table", "load_claims", "load_ledger", "make_entry", "record_chapter",),
+    "measure": (
+        "Percentiles", "Timing", "compare_variants", "latency_percentiles", "measure_interleaved", "measure_latency",
+        "measure_percentiles", "synchronize", "synchronized_clock", "throughput", "time_layers",
+        "time_layers_interleaved", "timing_table",
+    ),
+    "loading": (
+        "LoaderTiming", "WorkerPids", "check_pipeline_choice", "check_throughput_prediction", "child_pids",
+        "loader_ratio", "loader_table", "make_loader", "make_train_step", "measure_loader", "measure_loaders",
+        "measure_training", "new_child_processes", "normalize_batch", "prefetched_batches", "start_method",
+        "train_images_per_s", "training_throughput", "worker_private_memory_bytes",
+    ),
+    "memory": ("track_peak_memory",),
+    "models": ("small_cnn",),
+    "roofline": ("conv_min_bytes", "depthwise_intensity", "measure_roofs",),
+    "precision": (
+        "PRECISIONS", "amp_train_step", "autocast_mode", "check_precision", "explain_precision", "fp32_math",
+        "inference_latency", "make_grad_scaler", "output_error", "precision_costs", "precision_mode",
+        "precision_point", "precision_sweep", "precision_workload", "relative_error", "saved_activation_bytes",
+        "train_step_latency", "training_copy",
+    ),
+    "phases": ("PhaseTimes", "compare_step_phases", "time_step_phases",),
+    "plots": ("pareto_front", "plot_breakdown", "plot_comparison", "plot_roofline", "plot_sweep", "plot_tradeoff",),
+    "folds": ("compare_folds", "fold_table", "wilson_interval",),
+    "pruning": ("filter_importance", "l1_filter_ranking", "per_conv_ratios", "prune_channels",),
+    "source": ("show_source",),
+    "training": ("evaluate_accuracy", "train_epochs",),
+    "widgets": ("live_control",),
+    "zoo": ("ARCHITECTURES", "build_architecture", "published_gflops", "published_top1",),
+}
+_EXPORTS = {name: module for module, names in _MODULE_EXPORTS.items() for name in names}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    """Load the module that defines `name` on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

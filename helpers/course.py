@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK_TOML = ROOT / "book.toml"
 REFERENCE_RUNS = ROOT / "results" / "gpu"
 VERSION_KEYS = ("gpu", "driver", "cuda", "torch", "python")
+DEFAULT_PEAK_BUDGET_GB = 1.5
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,13 @@ class Chapter:
     title: str
     minutes: int
     hardware: str
+    peak_budget_gb: float = DEFAULT_PEAK_BUDGET_GB
+    budget_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.peak_budget_gb != DEFAULT_PEAK_BUDGET_GB and not self.budget_reason:
+            raise ValueError(f"chapter {self.number}: a memory budget other than {DEFAULT_PEAK_BUDGET_GB} GB needs a "
+                             "budget_reason that says what was measured")
 
     @property
     def stem(self) -> str:

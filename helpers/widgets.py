@@ -47,4 +47,5 @@ def live_control(render: Callable[..., object], **controls: widgets.ValueWidget)
     for control in controls.values():
         control.observe(refresh, names="value")
     refresh()
-    return widgets.VBox([widgets.HBox(list(controls.values())), output])
+    row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    return widgets.VBox([row, output])

@@ -63,6 +63,9 @@ TOURS = [
     ChapterTour("ch04_data_pipeline.ipynb", (
         WidgetTour("num_workers=widgets.IntSlider", "slider", ("4", "0", "2"), "first batch, epoch 2 (ms)"),
     )),
+    ChapterTour("ch05_distributed.ipynb", (
+        WidgetTour("parameters_m=widgets.FloatLogSlider", "slider", ("250", "1", "25"), "efficiency"),
+    )),
     ChapterTour("ch06_compression.ipynb", (
         WidgetTour("temperature=widgets.FloatSlider", "slider", ("1", "10", "2"), "student accuracy"),
         WidgetTour("precision=widgets.ToggleButtons", "buttons", ("int8 static", "bf16", "fp32"),

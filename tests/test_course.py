@@ -26,6 +26,16 @@ def test_chapter_entries_are_complete():
         assert chapter.stem.startswith(f"ch{chapter.number:02d}_")
 
 
+def test_a_larger_memory_budget_needs_its_reason():
+    from helpers.course import DEFAULT_PEAK_BUDGET_GB, Chapter
+    entry = dict(number=9, file="notebooks/ch09_x.ipynb", title="x", minutes=1, hardware="any")
+    assert Chapter(**entry).peak_budget_gb == DEFAULT_PEAK_BUDGET_GB
+    with pytest.raises(ValueError, match="budget_reason"):
+        Chapter(**entry, peak_budget_gb=3.0)
+    assert Chapter(**entry, peak_budget_gb=3.0, budget_reason="measured 2.8 GB: four processes").peak_budget_gb == 3.0
+    assert [c.number for c in COURSE.chapters if c.peak_budget_gb != DEFAULT_PEAK_BUDGET_GB] == [5]
+
+
 @pytest.mark.parametrize("chapter", COURSE.chapters, ids=lambda c: c.stem)
 def test_title_cell_matches_book_toml(chapter):
     first = nbformat.read(ROOT / chapter.file, as_version=4).cells[0]
