@@ -46,7 +46,9 @@ def check_number(exercise: str, answer: object, expected: float, *, rtol: float 
     if _close(float(answer), expected, rtol):
         return _say(PASS, exercise, "correct.", True)
     direction = "too high" if answer > expected else "too low"
-    return _say(FAIL, exercise, f"{float(answer):.4g} is {direction} (off by {abs(answer / expected - 1):.0%}). {hint}".rstrip(), False)
+    if not 0.5 <= answer / expected <= 2:
+        direction += ", by more than a factor of 2"
+    return _say(FAIL, exercise, f"{float(answer):.4g} is {direction}. {hint}".rstrip(), False)
 
 
 def check_choice(exercise: str, answer: object, expected: str, choices: Sequence[str], *, hint: str = "") -> Verdict:

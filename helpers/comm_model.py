@@ -6,9 +6,10 @@ then an all-gather), each moving S / N bytes, so each worker sends 2(N - 1)/N x 
 
     t_allreduce(S, N) = 2 (N - 1) alpha + 2 (N - 1) / N x S / beta
 
-DDP all-reduces the gradients bucket by bucket while backward is still running (its first bucket is
-kept small, 1 MiB, so that communication starts early); every bucket pays the latency term, and with
-overlap only what backward cannot hide is added to the step.
+DDP all-reduces the gradients bucket by bucket while backward is still running (with bucket_cap_mb
+left at its default, the first bucket is kept to 1 MiB so that communication starts early; with a
+cap given, every bucket has that cap); every bucket pays the latency term, and with overlap only what
+backward cannot hide is added to the step.
 
 This is the bandwidth-optimal ring. Collective libraries switch algorithms by message size and scale
 (NCCL also uses trees, whose latency grows with log N instead of N), so read the latency term at
@@ -117,10 +118,12 @@ def bucket_sizes(gradient_bytes: float, bucket_bytes: float, first_bucket_bytes:
 
 
 def predict_step(*, world: int, compute_s: float, backward_s: float, gradient_bytes: float, link: AlphaBeta,
-                 bucket_bytes: float, overlap: bool) -> StepPrediction:
+                 bucket_bytes: float, overlap: bool, first_bucket_bytes: float = DDP_FIRST_BUCKET_BYTES
+                 ) -> StepPrediction:
     """Step time of one of `world` workers, each computing compute_s per step (the per-worker batch is fixed).
 
-    The gradients travel in DDP's buckets (bucket_sizes), each all-reduce paying the latency. With
+    The gradients travel in DDP's buckets (bucket_sizes; first_bucket_bytes is 1 MiB with DDP's default
+    cap and equals bucket_bytes when a cap is given), each all-reduce paying the latency. With
     overlap, every bucket but the last can be all-reduced while backward (backward_s of the compute)
     goes on; the last becomes ready only when backward ends, so at least its all-reduce stays exposed.
     """
@@ -129,7 +132,7 @@ def predict_step(*, world: int, compute_s: float, backward_s: float, gradient_by
     backward_s = require_number("backward_s", backward_s, minimum=0)
     if backward_s > compute_s:
         raise ValueError(f"backward_s ({backward_s:g}) cannot exceed compute_s ({compute_s:g})")
-    buckets = bucket_sizes(gradient_bytes, bucket_bytes)
+    buckets = bucket_sizes(gradient_bytes, bucket_bytes, first_bucket_bytes)
     if world == 1:
         return StepPrediction(1, compute_s, 0.0, 0.0)
     per_bucket = [link.allreduce_s(size, world) for size in buckets]

@@ -25,6 +25,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 
+# Set by process_group: whether timings must wait for the GPU (a CPU job never touches CUDA, so that it
+# creates no CUDA context on a machine that has a GPU).
+_SYNCHRONIZE_CUDA = False
+
+
 def job_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes: --result FILE (rank 0 writes JSON there), --device."""
     parser = argparse.ArgumentParser(description=description)
@@ -57,6 +62,8 @@ def process_group(device_type: str = "cpu") -> Iterator[torch.device]:
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size,
                             store=dist.PrefixStore(f"attempt_{attempt}", store),
                             device_id=device if device_type == "cuda" else None)
+    global _SYNCHRONIZE_CUDA
+    _SYNCHRONIZE_CUDA = device.type == "cuda"
     try:
         yield device
     finally:
@@ -103,8 +110,8 @@ def digits_mlp(hidden: int = 512, depth: int = 4, *, seed: int = 0) -> nn.Sequen
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """Every parameter in one fp32 vector on the CPU (to compare runs)."""
-    return torch.cat([p.detach().float().cpu().reshape(-1) for p in model.parameters()])
+    """Every parameter in one vector on the CPU, in the model's own dtype (to compare runs exactly)."""
+    return torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
 
 
 def round_order(names: list, round_index: int) -> list:
@@ -125,7 +132,7 @@ def median_time_s(step: Callable[[], object], repeats: int, *, together: bool = 
             dist.barrier()
         start = time.perf_counter()
         step()
-        if torch.cuda.is_available():
+        if _SYNCHRONIZE_CUDA:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]

@@ -111,7 +111,11 @@ def allreduce_traffic(step: Callable[[], object]) -> dict:
 
 
 class CommTimer:
-    """The state of timed_allreduce_hook: the seconds that bucket all-reduces took until they finished."""
+    """The state of timed_allreduce_hook: the seconds that bucket all-reduces took until they finished.
+
+    True on gloo (CPU), where the future completes when the all-reduce has finished. With NCCL it
+    completes once the GPU work is queued, so there it would time the launch only.
+    """
 
     def __init__(self) -> None:
         self.seconds = 0.0

@@ -182,9 +182,10 @@ def _launch(module: str, commands_for, *, args, threads_per_process, timeout_s, 
         run = JobRun(commands, code, lines, wall_s=time.perf_counter() - start)
         if result_path.exists():
             run.result = json.loads(result_path.read_text())
-    if check and not run.ok:
+    if check and (not run.ok or run.result is None):
         tail = "\n".join(lines[-15:])
-        raise RuntimeError(f"{module} failed with exit code {code}; its last lines:\n{tail}")
+        what = f"failed with exit code {code}" if not run.ok else "wrote no result (did rank 0 call write_result?)"
+        raise RuntimeError(f"{module} {what}; its last lines:\n{tail}")
     return run
 
 
