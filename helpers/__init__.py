@@ -5,7 +5,8 @@ One concern per module; learners are welcome to read them:
 - precision / gpu: autocast and GradScaler the current way; GPU-only copies and their overlap, TF32, CUDA graphs
 - compile_timing: forget what this process compiled, to time torch.compile's first call cold and warm
 - hardware_checks: chapter 3's exercise checks
-- measure: latency (torch.utils.benchmark), per-call percentiles, throughput, comparison tables, per-layer times
+- measure / rounds: latency (torch.utils.benchmark), interleaved rounds, per-call percentiles, throughput,
+  comparison tables, per-layer times
 - claims: speed-ups with a 95% interval over paired rounds, and the verdict on a claimed threshold
 - memory: peak memory of a block of work
 - cost: parameters, FLOPs, serialized size

@@ -104,7 +104,8 @@ class StepPrediction:
         return self.exposed_comm_s / self.step_s
 
 
-def bucket_sizes(gradient_bytes: float, bucket_bytes: float, first_bucket_bytes: float = DDP_FIRST_BUCKET_BYTES) -> list[float]:
+def bucket_sizes(gradient_bytes: float, bucket_bytes: float,
+                 first_bucket_bytes: float = DDP_FIRST_BUCKET_BYTES) -> list[float]:
     """How DDP packs gradient_bytes: a first bucket of at most first_bucket_bytes, then buckets of bucket_bytes.
 
     Whole tensors go into buckets, so real buckets are a little uneven; this is the even split.

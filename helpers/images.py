@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .data import upsample
+from .rounds import round_order
 from .validate import require_int
 
 CACHE_ENV = "COURSE_CACHE"
@@ -264,8 +265,7 @@ def time_reads_interleaved(groups: Mapping[str, Sequence[Path]], *,
             raise ValueError(f"paths must name at least one file (group {name!r} names none)")
     seconds = {name: {"cold": [], "warm": []} for name in groups}
     for round_index in range(rounds):
-        order = list(groups) if round_index % 2 == 0 else list(reversed(groups))
-        for name in order:
+        for name in round_order(groups, round_index):
             evict_from_page_cache(groups[name])
             for kind in ("cold", "warm"):
                 start = time.perf_counter()

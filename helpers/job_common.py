@@ -114,11 +114,6 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
 
 
-def round_order(names: list, round_index: int) -> list:
-    """The variants in order in even rounds and reversed in odd ones (ABBA), so none always runs first."""
-    return list(names) if round_index % 2 == 0 else list(reversed(names))
-
-
 def median_time_s(step: Callable[[], object], repeats: int, *, together: bool = True) -> float:
     """Median wall time of `repeats` calls of step(); together: every rank starts each call at a barrier.
 

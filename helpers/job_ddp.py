@@ -27,14 +27,16 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DistributedSampler
 
 from .job_common import (
-    digits_mlp, digits_tensors, flat_parameters, job_parser, median_time_s, process_group, round_order, say,
+    digits_mlp, digits_tensors, flat_parameters, job_parser, median_time_s, process_group, say,
     wrap_ddp, write_result,
 )
+from .rounds import round_order
 
 TRACE_TYPE_BYTES = {"float": 4, "double": 8, "c10::BFloat16": 2, "c10::Half": 2}
 
 
-def rank_batches(dataset_size: int, *, rank: int, world: int, per_rank: int, steps: int, seed: int = 0) -> list[list[int]]:
+def rank_batches(dataset_size: int, *, rank: int, world: int, per_rank: int, steps: int,
+                 seed: int = 0) -> list[list[int]]:
     """The index batches `rank` trains on for `steps` steps: its DistributedSampler, set_epoch each epoch."""
     sampler = DistributedSampler(range(dataset_size), num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                  drop_last=True)
@@ -47,9 +49,12 @@ def rank_batches(dataset_size: int, *, rank: int, world: int, per_rank: int, ste
     return batches[:steps]
 
 
-def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
              set_to_none: bool = True) -> None:
-    """One training step: zero the gradients, forward, backward (DDP all-reduces here), update."""
+    """One training step with any optimizer: zero the gradients, forward, backward (DDP all-reduces here), update.
+
+    set_to_none=False zeroes the gradients in place, so their memory stays allocated (and countable).
+    """
     optimizer.zero_grad(set_to_none=set_to_none)
     F.cross_entropy(model(x), y).backward()
     optimizer.step()
@@ -59,7 +64,7 @@ def train(model: nn.Module, batches: list[list[int]], x: torch.Tensor, y: torch.
     """SGD with momentum over the given index batches; returns the model."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for batch in batches:
-        sgd_step(model, optimizer, x[batch], y[batch])
+        train_step(model, optimizer, x[batch], y[batch])
     return model
 
 
@@ -150,10 +155,10 @@ def measure_knobs(x: torch.Tensor, y: torch.Tensor, *, rounds: int, repeats: int
     variants = knob_models(x.device)
     optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for name, m in variants.items()}
     steps = {name: (lambda m=m, o=optimizers[name], v=name == "gradient_as_bucket_view":
-                    sgd_step(m, o, x, y, set_to_none=not v)) for name, m in variants.items()}
+                    train_step(m, o, x, y, set_to_none=not v)) for name, m in variants.items()}
     times = {name: [] for name in variants}
     for round_index in range(rounds):
-        for name in round_order(list(steps), round_index):
+        for name in round_order(steps, round_index):
             times[name].append(median_time_s(steps[name], repeats))
     result = {}
     for name, model in variants.items():
@@ -177,7 +182,8 @@ def bf16_rounding(x: torch.Tensor, y: torch.Tensor) -> dict:
             "median_relative_error": (error / g_exact.abs().clamp_min(1e-12))[g_exact != 0].median().item()}
 
 
-def accumulation_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[tuple], use_no_sync: bool) -> None:
+def accumulation_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[tuple],
+                      use_no_sync: bool) -> None:
     """One optimizer step over several micro-batches; with no_sync() only the last backward all-reduces."""
     optimizer.zero_grad(set_to_none=True)
     for i, (xb, yb) in enumerate(micro):
@@ -222,7 +228,7 @@ def measure_no_sync(x: torch.Tensor, y: torch.Tensor, *, accumulation: int, per_
             "timer": timer, "step": lambda m=model, o=optimizer, u=use_no_sync: accumulation_step(m, o, micro, u),
             "summed_allreduce_s": [], "step_s": []}
     for round_index in range(rounds):
-        for name in round_order(list(runs), round_index):
+        for name in round_order(runs, round_index):
             run = runs[name]
             before = run["timer"].seconds
             run["step_s"].append(median_time_s(run["step"], repeats))
@@ -250,19 +256,19 @@ def measure_scaling(x: torch.Tensor, y: torch.Tensor, *, per_rank: int, rounds: 
             return None
         torch.set_num_threads(thread_count)
         with torch.set_grad_enabled(step):
-            work = (lambda: sgd_step(single, single_opt, x[batch], y[batch])) if step else (lambda: single(x[batch]))
+            work = (lambda: train_step(single, single_opt, x[batch], y[batch])) if step else (lambda: single(x[batch]))
             seconds = median_time_s(work, repeats, together=False)
         torch.set_num_threads(threads)
         return seconds
 
     variants = {f"{world} processes x {threads} thread (DDP)": lambda: median_time_s(
-                    lambda: sgd_step(ddp, ddp_opt, x[mine], y[mine]), repeats),
+                    lambda: train_step(ddp, ddp_opt, x[mine], y[mine]), repeats),
                 f"1 process x {world * threads} threads": lambda: alone(full, world * threads),
                 "1 process x 1 thread, per-rank batch": lambda: alone(half, threads),
                 "1 process x 1 thread, forward only": lambda: alone(half, threads, step=False)}
     times = {name: [] for name in variants}
     for round_index in range(rounds):
-        for name in round_order(list(variants), round_index):
+        for name in round_order(variants, round_index):
             seconds = variants[name]()
             if seconds is not None:
                 times[name].append(seconds)
@@ -286,8 +292,10 @@ def main() -> None:
         result = {"world_size": world, "correctness": check_correctness(x, y, steps=args.steps,
                                                                        per_rank=args.per_rank_batch)}
         say(f"rank {rank}: {args.steps} DDP steps done")
-        mine = slice(rank * args.accumulation * args.per_rank_batch, (rank + 1) * args.accumulation * args.per_rank_batch)
-        result["no_sync"] = check_no_sync(x[mine], y[mine], accumulation=args.accumulation, per_rank=args.per_rank_batch)
+        per_step = args.accumulation * args.per_rank_batch  # this rank's images per optimizer step
+        mine = slice(rank * per_step, (rank + 1) * per_step)
+        result["no_sync"] = check_no_sync(x[mine], y[mine], accumulation=args.accumulation,
+                                          per_rank=args.per_rank_batch)
         if not args.skip_timing:
             timing = dict(per_rank=args.per_rank_batch, rounds=args.rounds, repeats=args.repeats)
             result["scaling"] = measure_scaling(x, y, **timing)

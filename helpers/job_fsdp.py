@@ -10,14 +10,15 @@ Adam's two moment buffers exist only for the local shard.
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from .job_common import (
-    digits_mlp, digits_tensors, job_parser, median_time_s, process_group, round_order, say, wrap_ddp, write_result,
+    digits_mlp, digits_tensors, job_parser, median_time_s, process_group, say, wrap_ddp, write_result,
 )
+from .job_ddp import train_step
+from .rounds import round_order
 
 
 def local_bytes(tensors: list[torch.Tensor]) -> int:
@@ -33,13 +34,6 @@ def sharded_model(hidden: int, depth: int, device: torch.device) -> nn.Module:
         if isinstance(layer, nn.Linear):
             fully_shard(layer)
     return fully_shard(model)
-
-
-def adam_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One Adam training step (gradients zeroed in place, so their memory stays allocated and countable)."""
-    optimizer.zero_grad(set_to_none=False)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
 
 
 def main() -> None:
@@ -58,9 +52,10 @@ def main() -> None:
         optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
         times = {name: [] for name in models}
         for round_index in range(args.rounds):
-            for name in round_order(list(models), round_index):
+            for name in round_order(models, round_index):
                 times[name].append(median_time_s(
-                    lambda: adam_step(models[name], optimizers[name], x[mine], y[mine]), args.repeats))
+                    lambda: train_step(models[name], optimizers[name], x[mine], y[mine], set_to_none=False),
+                    args.repeats))
         fsdp, optimizer = models["FSDP2"], optimizers["FSDP2"]
         params = list(fsdp.parameters())
         state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]

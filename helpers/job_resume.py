@@ -22,10 +22,11 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch import nn
 
 from .job_common import (
-    digits_mlp, digits_tensors, flat_parameters, job_parser, median_time_s, process_group, round_order, say,
+    digits_mlp, digits_tensors, flat_parameters, job_parser, median_time_s, process_group, say,
     wrap_ddp, write_result,
 )
-from .job_ddp import digest, rank_batches, sgd_step
+from .job_ddp import digest, rank_batches, train_step
+from .rounds import round_order
 
 
 def latest_checkpoint(folder: Path) -> tuple[int, Path | None]:
@@ -55,9 +56,9 @@ def time_thread_counts(x: torch.Tensor, y: torch.Tensor, *, threads: int, rounds
     started_with = torch.get_num_threads()
     times = {threads: [], 1: []}
     for round_index in range(rounds):
-        for count in round_order(list(times), round_index):
+        for count in round_order(times, round_index):
             torch.set_num_threads(count)
-            times[count].append(median_time_s(lambda: sgd_step(model, optimizer, x, y), repeats))
+            times[count].append(median_time_s(lambda: train_step(model, optimizer, x, y), repeats))
     torch.set_num_threads(started_with)
     return {"threads": threads, "started_with": started_with, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "many_threads_s": times[threads], "one_thread_s": times[1]}
@@ -92,7 +93,7 @@ def main() -> None:
             if attempt == 0 and rank == args.kill_rank and step == args.kill_at_step:
                 say(f"rank {rank}: killing this process at step {step} (SIGKILL)")
                 os.kill(os.getpid(), signal.SIGKILL)
-            sgd_step(model, optimizer, x[batches[step]], y[batches[step]])
+            train_step(model, optimizer, x[batches[step]], y[batches[step]])
             if (step + 1) % args.checkpoint_every == 0:
                 save_checkpoint(model, optimizer, args.checkpoint_dir, step + 1)
         result = {"world_size": world, "attempt": attempt, "resumed_from_step": start, "steps": args.steps,

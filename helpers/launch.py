@@ -141,7 +141,8 @@ def _pump(proc: subprocess.Popen, lines: list[str], echo: bool, label: str) -> N
             print(line, flush=True)
 
 
-def run_commands(commands: list[list[str]], *, env: dict[str, str], timeout_s: float, echo: bool) -> tuple[int, list[str]]:
+def run_commands(commands: list[list[str]], *, env: dict[str, str], timeout_s: float,
+                 echo: bool) -> tuple[int, list[str]]:
     """Start every command, show their output as it comes, wait for all; stop them all on any way out.
 
     With several commands (one per node) each line starts with its node: `node1 [default0]:...`.

@@ -23,6 +23,7 @@ from .checks import FAIL, PASS, TODO, Verdict, _say, check_function
 from .claims import Ratio, paired_ratio
 from .measure import measure_latency, synchronize, torch_threads
 from .precision import amp_train_step, make_grad_scaler
+from .rounds import round_order
 from .validate import require_instance, require_int
 
 
@@ -135,8 +136,7 @@ def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2,
     skip = max(prefetched_batches(loader) for loader in loaders.values())
     timings: dict[str, list[LoaderTiming]] = {name: [] for name in loaders}
     for round_index in range(rounds):
-        order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
-        for name in order:
+        for name in round_order(loaders, round_index):
             timings[name].append(measure_loader(loaders[name], max_batches=max_batches, skip_batches=skip))
     return timings
 
@@ -244,8 +244,7 @@ def measure_training(loaders: Mapping[str, DataLoader], model: nn.Module, *, dev
     skip = max(prefetched_batches(loader) for loader in loaders.values())  # the same timed batches for all
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     for round_index in range(rounds):
-        order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
-        for name in order:
+        for name in round_order(loaders, round_index):
             with torch_threads(threads[name]):
                 rates[name].append(train_images_per_s(loaders[name], train_step, max_batches, skip))
     return rates

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .rounds import round_order
 from .validate import require_callable, require_instance, require_int, require_number
 
 # torch.utils.benchmark imports cpp_extension, which logs a warning on CUDA builds without a GPU.
@@ -128,8 +129,7 @@ def measure_interleaved(
     timers = {name: synchronized_timer(fn, threads[name]) for name, fn in variants.items()}
     measured: dict[str, list[benchmark.Measurement]] = {name: [] for name in variants}
     for round_index in range(rounds):
-        order = list(timers) if round_index % 2 == 0 else list(reversed(timers))
-        for name in order:
+        for name in round_order(timers, round_index):
             measured[name].append(timers[name].blocked_autorange(min_run_time=min_run_time / rounds))
     return {name: _summarise(runs) for name, runs in measured.items()}
 

@@ -163,7 +163,7 @@ print(f"indices per rank: {len(rank_slices[0])} and {len(rank_slices[1])}; share
 # step, because gradients accumulate by design (section 8 shows what happens without it):
 
 # %%
-show_source(job_ddp.sgd_step)
+show_source(job_ddp.train_step)
 
 # %% [markdown]
 # The job trains the digits MLP (64 → 4 × 512 → 10, 0.83 M parameters) for 20 steps on 2 processes

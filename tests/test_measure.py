@@ -132,3 +132,10 @@ def test_time_layers_rejects_non_sequential_models_and_non_tensor_inputs():
         time_layers(torch.nn.Linear(2, 2), torch.randn(1, 2))
     with pytest.raises(TypeError, match="x must be a Tensor"):
         time_layers(small_cnn((4,)), [1, 2])
+
+
+def test_round_order_alternates_so_that_no_variant_always_runs_first():
+    from helpers.rounds import round_order
+    assert round_order({"a": 1, "b": 2, "c": 3}, 0) == ["a", "b", "c"]
+    assert round_order(["a", "b", "c"], 1) == ["c", "b", "a"]
+    assert round_order(iter(["a", "b"]), 2) == ["a", "b"]
