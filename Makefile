@@ -6,12 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 KERNEL := dl-perf-course
+# The same release as the bindings pinned in requirements.txt.
+TENSORRT := tensorrt-cu13==11.4.0.106
 # With a wheelhouse/ folder (`make wheelhouse`), every install reads only that folder: no network needed.
 PIP_SOURCE := $(if $(wildcard wheelhouse/*.whl),--no-index --find-links wheelhouse)
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup browser lab test book budget claims execute sync readme wheelhouse clean
+.PHONY: setup tensorrt browser lab test book budget claims execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
@@ -20,12 +22,19 @@ $(STAMP): requirements.txt pyproject.toml tools/jupyterlab_overrides.json
 	$(PY) -m pip install -q $(PIP_SOURCE) -r requirements.txt 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q $(PIP_SOURCE) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
+	$(MAKE) --no-print-directory tensorrt
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (DL performance course)"
 	mkdir -p $(VENV)/etc/jupyter
 	echo '{"ServerApp": {"allow_root": true}}' > $(VENV)/etc/jupyter/jupyter_server_config.json
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp tools/jupyterlab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
+
+tensorrt:  ## TensorRT itself, only where an NVIDIA GPU answers (its libraries run nowhere else)
+	@if nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q $(PIP_SOURCE) $(TENSORRT) 2>&1 | $(QUIET_PIP) \
+	  || echo "could not install $(TENSORRT): chapter 7's TensorRT cells will say so and skip"; \
+	else echo "no NVIDIA GPU answers nvidia-smi: TensorRT not installed (chapter 7's TensorRT cells skip)"; fi
 
 lab: setup  ## open JupyterLab on the chapters
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)

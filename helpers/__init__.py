@@ -21,6 +21,8 @@ One concern per module; learners are welcome to read them:
 - distill / quantize / compression_plots / compression_checks: chapter 6's distillation and int8
 - launch / job_common / job_ddp / job_allreduce / job_fsdp / job_resume: chapter 5's torchrun jobs
 - comm_model / sharding_memory / distributed_plots: the all-reduce cost model and the memory arithmetic
+- profiling / trace_plot / onnx_runtime / tensorrt_engine / tensorrt_names / tools_checks: chapter 7's profiler
+  tables and trace picture, ONNX Runtime sessions, the TensorRT path and its check against TensorRT's bindings
 
 Imports are lazy: `from helpers import measure_latency` loads only the module that defines it, so a
 distributed job that imports helpers.job_ddp does not pay for plotting, images or torchvision.
@@ -64,7 +66,7 @@ _MODULE_EXPORTS = {
         "measure_training", "new_child_processes", "normalize_batch", "prefetched_batches", "start_method",
         "train_images_per_s", "training_throughput", "worker_private_memory_bytes",
     ),
-    "memory": ("track_peak_memory",),
+    "memory": ("release_freed_memory", "track_peak_memory",),
     "models": ("small_cnn",),
     "roofline": ("conv_min_bytes", "depthwise_intensity", "measure_roofs",),
     "precision": (

@@ -48,7 +48,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _cpu_flags() -> set[str] | None:
+def cpu_flags() -> set[str] | None:
     """The CPU feature flags on Linux; None where the OS does not expose them."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
@@ -187,7 +187,7 @@ def _gpu_facts() -> tuple[str | None, bool | None, bool | None, bool | None]:
 @cache
 def hardware_report() -> HardwareReport:
     """Detect this machine's CPU, GPU and torch build (cached: the hardware does not change)."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     native_bf16 = None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
     native_fp16 = None if flags is None else bool(flags & {"avx512_fp16", "amx_fp16"})
     gpu_name, gpu_bf16, tensor_cores, tf32 = _gpu_facts()

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import psutil
 
+from .profiling import NOISE_MARKERS
 from .validate import require_instance, require_int, require_number
 
-# Lines that the profiler writes on a CUDA build of torch without a GPU: noise, not the job's output.
-NOISE_MARKERS = ("USDT:", "gpuGetDeviceCount failed")
 STOP_GRACE_S = 5.0
 
 

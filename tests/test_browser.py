@@ -71,6 +71,10 @@ TOURS = [
         WidgetTour("precision=widgets.ToggleButtons", "buttons", ("int8 static", "bf16", "fp32"),
                    "largest logit difference"),
     )),
+    ChapterTour("ch07_tools.ipynb", (
+        WidgetTour("runtime=widgets.ToggleButtons", "buttons", ("ONNX Runtime int8 (static, U8S8)",
+                                                               "compiled + freezing", "eager"), "images per second"),
+    )),
 ]
 
 
