@@ -67,7 +67,8 @@ def test_timeout_stops_every_process(job_tmp):
 
 def test_interrupt_stops_every_process(tmp_path):
     script = textwrap.dedent(f"""
-        import tempfile, sys
+        import signal, tempfile, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel; a background shell job ignores it
         sys.path.insert(0, {str(ROOT)!r})
         tempfile.tempdir = {str(tmp_path)!r}
         from helpers.launch import launch
