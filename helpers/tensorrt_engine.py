@@ -9,7 +9,6 @@ imported inside the functions, so this module loads (and can be read) on machine
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 from pathlib import Path
 
@@ -29,25 +28,14 @@ def tensorrt_missing() -> str | None:
         return "no CUDA GPU answers on this machine, and TensorRT runs only on NVIDIA GPUs"
     if importlib.util.find_spec("tensorrt") is None:
         return "the tensorrt package is not installed (`make lab` installs it where nvidia-smi answers)"
-    version = importlib.metadata.version("tensorrt") if _installed("tensorrt") else _tensorrt_module_version()
+    try:
+        version = importlib.import_module("tensorrt").__version__
+    except (ImportError, OSError) as error:  # the bindings without TensorRT's libraries
+        return f"the tensorrt package does not load: {error}"
     if int(version.split(".")[0]) < MINIMUM_MAJOR:
         return (f"TensorRT {version} is installed; this code needs {MINIMUM_MAJOR} or later, where every network is "
                 "strongly typed (in 10, create_network() without flags builds a weakly typed network)")
     return None
-
-
-def _installed(distribution: str) -> bool:
-    """True when pip knows the distribution (the tensorrt module may come from tensorrt-cu13 and the like)."""
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _tensorrt_module_version() -> str:
-    """The version the tensorrt module reports (importing it needs the libraries, present where this is asked)."""
-    return importlib.import_module("tensorrt").__version__
 
 
 def build_plan(onnx_path: str | Path, plan_path: str | Path, *, input_name: str, min_shape: tuple[int, ...],
