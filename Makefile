@@ -10,16 +10,20 @@ KERNEL := dl-perf-course
 TENSORRT := tensorrt-cu13==11.4.0.106
 # With a wheelhouse/ folder (`make wheelhouse`), every install reads only that folder: no network needed.
 PIP_SOURCE := $(if $(wildcard wheelhouse/*.whl),--no-index --find-links wheelhouse)
+# Without an NVIDIA GPU, torch and torchvision come from PyTorch's CPU-only index when it answers within 5 s: about
+# 1.9 GB of virtual environment instead of 6.6 GB, most of it CUDA libraries a CPU never uses (README, "Set-up").
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup tensorrt browser lab test book budget claims execute sync readme wheelhouse clean
+.PHONY: setup torch-source class-report tensorrt browser lab test book budget claims execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml tools/jupyterlab_overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(PIP_SOURCE) -r requirements.txt 2>&1 | $(QUIET_PIP)
+	extra=$$($(MAKE) --no-print-directory -s torch-source); echo "torch and torchvision from: $${extra:-the package index}"; \
+	$(PY) -m pip install -q $(PIP_SOURCE) $$extra -r requirements.txt 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q $(PIP_SOURCE) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
 	$(MAKE) --no-print-directory tensorrt
@@ -29,6 +33,11 @@ $(STAMP): requirements.txt pyproject.toml tools/jupyterlab_overrides.json
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp tools/jupyterlab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
+
+torch-source:  ## print pip's extra index for a CPU-only torch, or nothing (a GPU, a wheelhouse, or no answer in 5 s)
+	@if [ -z "$(PIP_SOURCE)" ] && ! nvidia-smi >/dev/null 2>&1 && $(PY) -c "import urllib.request; \
+	urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" >/dev/null 2>&1; then \
+	  echo "--extra-index-url $(TORCH_CPU_INDEX)"; fi
 
 tensorrt:  ## TensorRT itself, only where an NVIDIA GPU answers (its libraries run nowhere else)
 	@if nvidia-smi >/dev/null 2>&1; then \
@@ -49,6 +58,10 @@ browser:  ## Debian's Chromium for the browser test: installed with apt when mis
 
 test: setup browser  ## unit tests, strict nbval on every chapter, browser test, jupytext pairing, book build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+class-report: setup  ## a workshop's ledgers (LEDGERS=folder/, one .json per participant) into class-report.html
+	@test -n "$(LEDGERS)" || { echo "usage: make class-report LEDGERS=folder/ (one ledger .json per participant)"; exit 2; }
+	$(PY) tools/class_report.py $(LEDGERS) --out $(or $(REPORT),class-report.html)
 
 book: setup  ## build the Jupyter Book into _build/html from the stored outputs
 	$(PY) tools/build_book.py

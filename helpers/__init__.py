@@ -23,6 +23,8 @@ One concern per module; learners are welcome to read them:
 - comm_model / sharding_memory / distributed_plots: the all-reduce cost model and the memory arithmetic
 - profiling / trace_plot / onnx_runtime / tensorrt_engine / tensorrt_names / tools_checks: chapter 7's profiler
   tables and trace picture, ONNX Runtime sessions, the TensorRT path and its check against TensorRT's bindings
+- capstone / capstone_plots / decision_guide / class_report: chapter 8's waterfall and accuracy budget, the
+  course's ledger chart, the decision guide written from the ledger, and the workshop's class report
 
 Imports are lazy: `from helpers import measure_latency` loads only the module that defines it, so a
 distributed job that imports helpers.job_ddp does not pay for plotting, images or torchvision.

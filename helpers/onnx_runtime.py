@@ -26,12 +26,14 @@ GRAPH_LEVELS = {
 
 
 def ort_session(model_path: str | Path, *, threads: int, level: str = "all", arena: bool = False,
-                save_optimized_to: str | Path | None = None) -> ort.InferenceSession:
+                spinning: bool = True, save_optimized_to: str | Path | None = None) -> ort.InferenceSession:
     """A CPU InferenceSession with `threads` intra-op threads, one inter-op thread and the given graph level.
 
     ONNX Runtime's CPU memory arena keeps the largest activations of any run for reuse; without it
     (the default here) memory is freed after each run, as eager PyTorch does on the CPU, and a chapter
     holding several sessions stays within a small machine's memory. Pass arena=True to keep it.
+    spinning=False stops ONNX Runtime's idle threads from spinning after a run, which would take cores from
+    whatever runs next (timing it in alternation with PyTorch, say).
     """
     require_int("threads", threads, minimum=1)
     require_choice("level", level, GRAPH_LEVELS)
@@ -42,6 +44,7 @@ def ort_session(model_path: str | Path, *, threads: int, level: str = "all", are
     options.inter_op_num_threads = 1
     options.graph_optimization_level = GRAPH_LEVELS[level]
     options.enable_cpu_mem_arena = arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if save_optimized_to is not None:
         options.optimized_model_filepath = str(save_optimized_to)
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

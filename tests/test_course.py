@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -108,3 +109,13 @@ def test_jupyterlab_never_asks_to_fetch_news_from_the_internet():
     if (Path(sys.prefix) / ".course-installed").exists():  # running in the environment `make setup` built
         installed = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
         assert json.loads(installed.read_text()) == overrides
+
+
+def test_the_set_up_picks_its_torch_source_without_waiting_on_a_time_out():
+    start = time.monotonic()
+    done = subprocess.run(["make", "--no-print-directory", "-s", "torch-source"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("", "--extra-index-url https://download.pytorch.org/whl/cpu")
+    assert elapsed < 15, f"choosing the torch source took {elapsed:.0f} s"

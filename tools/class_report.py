@@ -1,0 +1,40 @@
+"""Gather a class's ledgers into one HTML page: `make class-report LEDGERS=folder/` (see the README's instructor notes).
+
+Each participant copies their results/ledger.json into the folder under their own name (alice.json, ...).
+Files that are not ledgers, and entries that are incomplete, are named on the page and in the output, and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers.class_report import class_report_html, read_class  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the report; print one line per participant. Exit 1 when no ledger at all is usable, 2 when LEDGERS is
+    not a folder."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ledgers", type=Path, help="folder holding one ledger .json file per participant")
+    parser.add_argument("--out", type=Path, default=Path("class-report.html"), help="the HTML file to write")
+    parser.add_argument("--title", default="Class report: what each technique gained on each machine")
+    args = parser.parse_args(argv)
+    try:
+        participants = read_class(args.ledgers)
+    except ValueError as error:
+        print(f"class-report: {error}", file=sys.stderr)
+        return 2
+    for p in participants:
+        status = f"{len(p.entries)} entries used" if p.entries else "skipped"
+        print(f"{p.name}: {status}" + "".join(f"\n  - {problem}" for problem in p.problems))
+    args.out.write_text(class_report_html(participants, title=args.title))
+    print(f"wrote {args.out}")
+    return 0 if any(p.entries for p in participants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
