@@ -56,7 +56,7 @@ _MODULE_EXPORTS = {
         "time_cold_and_warm_reads", "time_reads_interleaved", "write_digit_images", "write_shard",
     ),
     "layers": ("DepthwiseSeparableConv", "same_padding", "separable_cost_ratio",),
-    "ledger": ("ledger_path", "ledger_table", "load_claims", "load_ledger", "make_entry", "record_chapter",),
+    "ledger": ("chapters_missing", "ledger_path", "ledger_table", "load_claims", "load_ledger", "make_entry", "record_chapter",),
     "measure": (
         "Percentiles", "Timing", "compare_variants", "latency_percentiles", "measure_interleaved", "measure_latency",
         "measure_percentiles", "synchronize", "synchronized_clock", "throughput", "time_layers",

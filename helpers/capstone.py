@@ -111,11 +111,15 @@ def budget_is_clear(table: pd.DataFrame, budget_points: float) -> pd.Series:
     return (table["change_low_points"] > line) | (table["change_high_points"] < line)
 
 
+def plan_candidates(table: pd.DataFrame, budget_points: float) -> pd.Series:
+    """The stages a plan may stop at: within the budget (with the stages they build on), and the baseline or a
+    stage whose own step paid (a step that did not pay adds a technique and nothing to show for it)."""
+    return within_budget(table, budget_points) & table["step_gain"].isin(PAYS)
+
+
 def deployment_plan(table: pd.DataFrame, budget_points: float) -> str:
-    """The fastest stage (largest total speed-up) within the accuracy budget among the baseline and the stages
-    whose own step paid: a step that did not pay here adds a technique and nothing to show for it."""
-    candidates = within_budget(table, budget_points) & table["step_gain"].isin(PAYS)
-    return str(table.loc[candidates, "total_speedup"].idxmax())
+    """The fastest of the plan candidates (largest total speed-up against stage 0)."""
+    return str(table.loc[plan_candidates(table, budget_points), "total_speedup"].idxmax())
 
 
 def flat_step_reason(row: pd.Series) -> str:

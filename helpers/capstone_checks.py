@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .capstone import PAYS, within_budget
+from .capstone import plan_candidates
 from .checks import Verdict, check_choice
 from .validate import require_number
 
@@ -14,11 +14,6 @@ NONE = "none"
 def _stage_choices(table: pd.DataFrame) -> list[str]:
     """What an answer may be: a row label of the table, or 'none'."""
     return [*table.index, NONE]
-
-
-def plan_candidates(table: pd.DataFrame, budget_points: float) -> pd.Series:
-    """The plan's rule: within the budget (with the stages built on), and the stage's own step paid."""
-    return within_budget(table, budget_points) & table["step_gain"].isin(PAYS)
 
 
 def check_latency_plan(exercise: str, answer: object, table: pd.DataFrame, *, latency_ms: float,

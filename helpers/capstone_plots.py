@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -138,9 +138,3 @@ def plot_ledger(table: pd.DataFrame, *, hardware: str, title: str = "") -> Figur
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     _title(fig, title or "Every result the course recorded on this machine", hardware)
     return fig
-
-
-def chapters_missing(entries: Sequence[dict], chapters: Sequence[int]) -> list[int]:
-    """The chapters (of those listed) that have no entry in the ledger yet."""
-    present = {entry["chapter"] for entry in entries}
-    return [number for number in chapters if number not in present]

@@ -93,7 +93,7 @@ def _line(entry: dict, goal: str) -> str:
     return f"{what}: {ratio_text(entry)} on {entry['metric']}{size_text} (chapter {entry['chapter']})"
 
 
-def _sure_gain(entry: dict) -> float:
+def sure_gain(entry: dict) -> float:
     """How sure a gain is: its interval's lower bound; exact results (no rounds) rank after every measured one."""
     return entry["speedup_interval"][0] if entry.get("speedup_interval") else 0.0
 
@@ -109,7 +109,7 @@ def guide_sections(entries: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
             sections["size"]["paid"].append(entry)
     for goal, parts in sections.items():
         parts["paid"].sort(key=(lambda e: -(size_ratio(e) or e["speedup"])) if goal == "size"
-                           else (lambda e: -_sure_gain(e)))
+                           else (lambda e: -sure_gain(e)))
     return sections
 
 

@@ -141,3 +141,9 @@ def ledger_table(entries: list[dict] | list[LedgerEntry]) -> pd.DataFrame:
     columns = ["chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_low",
                "speedup_high", "gain", "hardware"]
     return pd.DataFrame(rows, columns=columns).set_index(["chapter", "technique"])
+
+
+def chapters_missing(entries: list[dict], chapters: list[int]) -> list[int]:
+    """The chapters (of those listed) that have no entry in the ledger yet."""
+    present = {entry["chapter"] for entry in entries}
+    return [number for number in chapters if number not in present]

@@ -74,20 +74,20 @@ from helpers.quantize import (  # first: it quietens a log line that importing t
     compile_for_inference, int8_reduce_range_needed, predict_in_fixed_batches, static_int8,
 )
 from helpers import (
-    DecodedCache, claims_table, count_parameters, evaluate_accuracy, image_folder, ledger_table,
+    DecodedCache, chapters_missing, claims_table, count_parameters, evaluate_accuracy, image_folder, ledger_table,
     live_control, load_digits_split, load_ledger, make_claim, make_entry, make_loader,
     measure_interleaved, measure_training, paired_ratio, prune_channels, record_chapter, release_freed_memory,
     report_claim, serialized_size_bytes, setup_chapter, show_source, small_cnn, tensor_loader, timing_ratio,
     train_epochs, write_digit_images,
 )
 from helpers.capstone import (
-    PAYS, Stage, budget_is_clear, deployment_plan, flat_step_reason, waterfall_table, within_budget,
+    PAYS, Stage, budget_is_clear, deployment_plan, flat_step_reason, plan_candidates, waterfall_table, within_budget,
 )
 from helpers.capstone_checks import check_latency_plan, check_plan_without
-from helpers.capstone_plots import chapters_missing, plot_ledger, plot_waterfall
+from helpers.capstone_plots import plot_ledger, plot_waterfall
 from helpers.class_report import class_figure, class_report_html, class_table, read_class
 from helpers.course import REFERENCE_RUNS, load_course, pinned_requirement
-from helpers.decision_guide import decision_guide, measured_on, ratio_text
+from helpers.decision_guide import decision_guide, measured_on, ratio_text, sure_gain
 from helpers.distill import teacher_logits, train_student
 from helpers.folds import paired_prediction_change
 from helpers.onnx_runtime import CalibrationBatches, model_files, ort_predict, ort_session
@@ -395,11 +395,14 @@ largest = waterfall["step_speedup"].iloc[1:].idxmax()
 print(f"largest single step: {largest} ({waterfall.loc[largest, 'step_speedup']:.2f}x)")
 
 # %% [markdown]
-# The rule that picked it is two short functions, worth reading because the plan is only as good as
-# the rule:
+# The rule that picked it is three short functions, worth reading because the plan is only as good
+# as the rule:
 
 # %% tags=["nbval-ignore-output"]
 show_source(within_budget)
+
+# %% tags=["nbval-ignore-output"]
+show_source(plan_candidates)
 
 # %% tags=["nbval-ignore-output"]
 show_source(deployment_plan)
@@ -565,7 +568,7 @@ def best_in_part(techniques: tuple[str, ...]) -> str:
     found = [e for e in earlier if e["technique"] in techniques]
     paid = [e for e in found if e["gain"] == "gain"]
     if paid:
-        entry = max(paid, key=lambda e: (e["speedup_interval"] or (e["speedup"],))[0])
+        entry = max(paid, key=sure_gain)
         return f"{entry['technique']} {ratio_text(entry)}"
     return "nothing paid here" if found else "not measured here yet"
 
@@ -668,8 +671,7 @@ my_latency_plan = ...  # a row label, or "none"
 check_latency_plan("Exercise 1", my_latency_plan, waterfall, latency_ms=latency_budget_ms, budget_points=1.0)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-fits = (within_budget(waterfall, 1.0) & waterfall["step_gain"].isin(PAYS)
-        & (waterfall["latency_ms"] <= latency_budget_ms))
+fits = plan_candidates(waterfall, 1.0) & (waterfall["latency_ms"] <= latency_budget_ms)
 my_latency_plan = fits.idxmax() if fits.any() else "none"
 check_latency_plan("Exercise 1", my_latency_plan, waterfall, latency_ms=latency_budget_ms, budget_points=1.0)
 
@@ -696,7 +698,7 @@ check_plan_without("Exercise 2", my_board_plan, waterfall, size_KB=size_budget_K
                    excluded_prefix="int8")
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-fits = (within_budget(waterfall, 2.0) & waterfall["step_gain"].isin(PAYS) & (waterfall["size_KB"] <= size_budget_KB)
+fits = (plan_candidates(waterfall, 2.0) & (waterfall["size_KB"] <= size_budget_KB)
         & ~waterfall.index.str.startswith("int8"))
 my_board_plan = waterfall.loc[fits, "total_speedup"].idxmax() if fits.any() else "none"
 check_plan_without("Exercise 2", my_board_plan, waterfall, size_KB=size_budget_KB, budget_points=2.0,

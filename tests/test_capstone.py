@@ -17,11 +17,11 @@ from helpers.capstone import (
     Stage, budget_is_clear, deployment_plan, flat_step_reason, paired_change_points, waterfall_table, within_budget,
 )
 from helpers.capstone_checks import check_latency_plan, check_plan_without
-from helpers.capstone_plots import chapters_missing, plot_ledger, plot_waterfall
+from helpers.capstone_plots import plot_ledger, plot_waterfall
 from helpers.class_report import class_report_html, hardware_group, read_class, read_participant
 from helpers.decision_guide import decision_guide, likely_reason, ratio_text
 from helpers.hardware import HardwareReport
-from helpers.ledger import ledger_table, make_entry
+from helpers.ledger import chapters_missing, ledger_table, make_entry
 from helpers.claims import Ratio
 from helpers.measure import Timing
 
