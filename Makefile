@@ -45,8 +45,8 @@ tensorrt:  ## TensorRT itself, only where an NVIDIA GPU answers (its libraries r
 	  || echo "could not install $(TENSORRT): chapter 7's TensorRT cells will say so and skip"; \
 	else echo "no NVIDIA GPU answers nvidia-smi: TensorRT not installed (chapter 7's TensorRT cells skip)"; fi
 
-lab: setup  ## open JupyterLab on the chapters
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+lab: setup  ## open JupyterLab on the chapters, at the repository's root so that helpers/ is one click up
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 browser:  ## Debian's Chromium for the browser test: installed with apt when missing and we are root
 	@if [ -x /usr/bin/chromium ]; then :; \

@@ -28,7 +28,8 @@
 
 # %% [markdown]
 # ## Setup
-# The helpers package holds the measurement code that every chapter shares; read it in `helpers/`.
+# The helpers package holds the measurement code that every chapter shares: read it in `helpers/core/`
+# (`helpers/README.md` maps the whole package; each import below names the file that defines it).
 # The next cell is collapsed: on Colab only, it installs the course's helpers (elsewhere `make lab`
 # has installed them and it does nothing). Click its ⋯ to read it.
 
@@ -61,17 +62,24 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-from helpers import (
-    PerSampleDigits, check_function, check_number, claims_table, compare_step_phases, count_flops, ledger_table,
-    live_control, load_digits_split, load_ledger, make_claim, make_entry, measure_interleaved, measure_latency,
-    measure_percentiles, model_cost, paired_ratio, plot_breakdown, plot_roofline, plot_sweep, record_chapter,
-    report_claim, setup_chapter, show_source, small_cnn, synchronize, throughput, time_step_phases, timing_table,
-    upsample,
+from helpers.core.claims import claims_table, make_claim, paired_ratio, report_claim
+from helpers.core.cost import count_flops, model_cost
+from helpers.core.hardware import FP32_LANES, cpu_frequency_ghz, last_level_cache_bytes, theoretical_fp32_gflops
+from helpers.core.measure import (
+    measure_interleaved, measure_latency, measure_percentiles, synchronize, synchronized_timer, throughput,
+    timing_table,
 )
-from helpers.checks import check_benchmark_loop, check_choice
-from helpers.hardware import FP32_LANES, cpu_frequency_ghz, last_level_cache_bytes, theoretical_fp32_gflops
-from helpers.measure import synchronized_timer
-from helpers.threads import busy_cores
+from helpers.workload.data import PerSampleDigits, load_digits_split, upsample
+from helpers.workload.models import small_cnn
+from helpers.support.chapter import setup_chapter
+from helpers.support.checks import check_choice, check_function, check_number
+from helpers.support.ledger import ledger_table, load_ledger, make_entry, record_chapter
+from helpers.support.plots import plot_breakdown, plot_roofline, plot_sweep
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch01_measure.exercises import check_benchmark_loop
+from helpers.ch01_measure.phases import compare_step_phases, time_step_phases
+from helpers.ch01_measure.threads import busy_cores
 
 hw = setup_chapter(1)
 claims = []  # every speed claim this chapter makes, judged on this machine; recorded in the summary

@@ -65,16 +65,25 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.optim.swa_utils import update_bn
 from torchvision import models
 
-from helpers import (
-    ARCHITECTURES, DepthwiseSeparableConv, build_architecture, check_choice, check_number, compare_folds,
-    compare_variants, conv_min_bytes, count_flops, count_parameters, depthwise_intensity, digits_folds,
-    evaluate_accuracy, filter_importance, fold_table, hold_out, ledger_table, live_control, load_ledger, make_claim,
-    make_entry, measure_interleaved, measure_latency, measure_roofs, model_cost, plot_roofline, plot_sweep,
-    plot_tradeoff, prune_channels, published_gflops, published_top1, record_chapter, report_claim,
-    separable_cost_ratio, serialized_size_bytes, setup_chapter, show_source, small_cnn, tensor_loader,
-    time_layers_interleaved, timing_ratio, timing_table, train_epochs, wilson_interval,
+from helpers.core.accuracy import compare_folds, fold_table, wilson_interval
+from helpers.core.claims import make_claim, report_claim, timing_ratio
+from helpers.core.cost import count_flops, count_parameters, model_cost, serialized_size_bytes
+from helpers.core.measure import (
+    compare_variants, measure_interleaved, measure_latency, time_layers_interleaved, timing_table,
 )
-from helpers.pruning import keep_batch_norm_channels
+from helpers.workload.data import digits_folds, hold_out, tensor_loader
+from helpers.workload.models import small_cnn
+from helpers.workload.training import evaluate_accuracy, train_epochs
+from helpers.support.chapter import setup_chapter
+from helpers.support.checks import check_choice, check_number
+from helpers.support.ledger import ledger_table, load_ledger, make_entry, record_chapter
+from helpers.support.plots import plot_roofline, plot_sweep, plot_tradeoff
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch02_model_structure.layers import DepthwiseSeparableConv, separable_cost_ratio
+from helpers.ch02_model_structure.pruning import filter_importance, keep_batch_norm_channels, prune_channels
+from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity, measure_roofs
+from helpers.ch02_model_structure.zoo import ARCHITECTURES, build_architecture, published_gflops, published_top1
 
 hw = setup_chapter(2)
 claims = []  # this chapter's speed claims, judged on this machine; recorded in the summary
@@ -211,7 +220,8 @@ multiplier_table.round(3)
 #
 # $$\frac{k^2 C_\text{in} + C_\text{in} N}{k^2 C_\text{in} N} = \frac{1}{N} + \frac{1}{k^2}.$$
 #
-# The module, as `helpers.layers` defines it (padding derived from the kernel size and dilation):
+# The module, as `helpers/ch02_model_structure/layers.py` defines it (padding derived from the kernel
+# size and dilation):
 
 # %%
 show_source(DepthwiseSeparableConv)

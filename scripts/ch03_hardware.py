@@ -74,15 +74,28 @@ from torch.torch_version import TorchVersion
 from torch.utils.checkpoint import checkpoint
 from torchvision.models import mobilenet_v3_small, resnet18
 
-from helpers import (
-    PRECISIONS, amp_train_step, check_activation_bytes_prediction, check_break_even, check_loss_scale,
-    compare_copy_compute_overlap, compare_host_to_device, compare_tf32_matmul,
-    copy_beside_compute, cuda_graph_replay, evaluate_accuracy, exercise_mlp, explain_precision,
-    forget_compiled_code, launch_versus_completion_ms, ledger_table, live_control, load_digits_split,
-    make_claim, make_entry, make_grad_scaler, measure_interleaved, pick_device, pin_memory_cost,
-    plot_comparison, precision_point, precision_sweep, precision_workload, record_chapter, relative_error,
-    report_claim, saved_activation_bytes, setup_chapter, show_source, small_cnn, synchronized_clock,
-    tensor_loader, timing_ratio, timing_table, train_epochs,
+from helpers.core.amp import PRECISIONS, amp_train_step, make_grad_scaler
+from helpers.core.claims import make_claim, report_claim, timing_ratio
+from helpers.core.hardware import pick_device
+from helpers.core.measure import measure_interleaved, synchronized_clock, timing_table
+from helpers.workload.data import load_digits_split, tensor_loader
+from helpers.workload.models import small_cnn
+from helpers.workload.training import evaluate_accuracy, train_epochs
+from helpers.support.chapter import setup_chapter
+from helpers.support.ledger import ledger_table, make_entry, record_chapter
+from helpers.support.plots import plot_comparison
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch03_hardware.compile_timing import forget_compiled_code
+from helpers.ch03_hardware.exercises import (
+    check_activation_bytes_prediction, check_break_even, check_loss_scale, exercise_mlp,
+)
+from helpers.ch03_hardware.gpu import (
+    compare_copy_compute_overlap, compare_host_to_device, compare_tf32_matmul, copy_beside_compute, cuda_graph_replay,
+    launch_versus_completion_ms, pin_memory_cost,
+)
+from helpers.ch03_hardware.precision import (
+    explain_precision, precision_point, precision_sweep, precision_workload, relative_error, saved_activation_bytes,
 )
 
 if TorchVersion(torch.__version__) < "2.9":  # the Colab installer above skips the helpers' dependency checks

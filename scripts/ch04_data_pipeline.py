@@ -71,14 +71,23 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, default_collate, default_convert
 from torchvision.transforms import v2
 
-from helpers import (
-    BatchedCache, DecodedCache, ObjectListCache, RecordArrays, RecordList, WorkerPids, cache_root,
-    check_pipeline_choice, check_throughput_prediction, child_pids, decode_stacked, file_index, image_folder,
-    ledger_table, live_control, loader_ratio, loader_table, make_claim, make_entry, make_loader,
-    measure_interleaved, measure_loader, measure_loaders, measure_training, new_child_processes,
-    paired_ratio, pick_device, plot_sweep, read_bytes, record_chapter, report_claim, setup_chapter,
-    show_source, small_cnn, start_method, time_reads_interleaved, timing_ratio, timing_table,
-    training_throughput, worker_private_memory_bytes, write_digit_images, write_shard,
+from helpers.core.claims import make_claim, paired_ratio, report_claim, timing_ratio
+from helpers.core.hardware import pick_device
+from helpers.core.measure import measure_interleaved, timing_table
+from helpers.workload.models import small_cnn
+from helpers.support.chapter import setup_chapter
+from helpers.support.ledger import ledger_table, make_entry, record_chapter
+from helpers.support.plots import plot_sweep
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch04_data_pipeline.exercises import check_pipeline_choice, check_throughput_prediction
+from helpers.ch04_data_pipeline.images import (
+    BatchedCache, DecodedCache, ObjectListCache, RecordArrays, RecordList, cache_root, decode_stacked, file_index,
+    image_folder, read_bytes, time_reads_interleaved, write_digit_images, write_shard,
+)
+from helpers.ch04_data_pipeline.loading import (
+    WorkerPids, child_pids, loader_ratio, loader_table, make_loader, measure_loader, measure_loaders, measure_training,
+    new_child_processes, start_method, training_throughput, worker_private_memory_bytes,
 )
 
 hw = setup_chapter(4)
@@ -345,8 +354,8 @@ else:
 # more than the work it moves off the main process, and `num_workers=0` is the right setting.
 #
 # ## 4. Where the Dataset lives
-# `ImageFolder` lives in torchvision and the caches below in `helpers/images.py`, not in this
-# notebook, on purpose. A worker started
+# `ImageFolder` lives in torchvision and the caches below in `helpers/ch04_data_pipeline/images.py`,
+# not in this notebook, on purpose. A worker started
 # with the *spawn* or *forkserver* method is a fresh Python interpreter: it receives the Dataset by
 # pickling, and unpickling needs to import the class's module. A class defined in a notebook lives
 # in `__main__`, which the new interpreter cannot import, so the workers fail with an

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.quantize import (  # first: it quietens a log line that importing torchao prints
+from helpers.ch06_compression.quantize import (  # first: it quietens a log line that importing torchao prints
     compile_for_inference, convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
     int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, static_int8, x86_quantizer,
 )
@@ -78,16 +78,23 @@ from torchao.quantization.quant_primitives import (
     MappingType, choose_qparams_affine, dequantize_affine, quantize_affine,
 )
 
-from helpers import (
-    check_number, compare_folds, count_parameters, evaluate_accuracy, fold_table, ledger_table, live_control,
-    load_digits_split, make_claim, make_entry, measure_interleaved, paired_ratio, plot_sweep, plot_tradeoff,
-    prune_channels, record_chapter, report_claim, serialized_size_bytes, setup_chapter, show_source, small_cnn,
-    tensor_loader, timing_ratio, timing_table, train_epochs,
-)
-from helpers.compression_checks import check_uint8_quantizer
-from helpers.folds import paired_prediction_change
-from helpers.compression_plots import plot_distributions, plot_spread, plot_stages
-from helpers.distill import soft_target_loss, teacher_logits, train_student
+from helpers.core.accuracy import compare_folds, fold_table, paired_prediction_change
+from helpers.core.claims import make_claim, paired_ratio, report_claim, timing_ratio
+from helpers.core.cost import count_parameters, serialized_size_bytes
+from helpers.core.measure import measure_interleaved, timing_table
+from helpers.workload.data import load_digits_split, tensor_loader
+from helpers.workload.models import small_cnn
+from helpers.workload.training import evaluate_accuracy, train_epochs
+from helpers.support.chapter import setup_chapter
+from helpers.support.checks import check_number
+from helpers.support.ledger import ledger_table, make_entry, record_chapter
+from helpers.support.plots import plot_sweep, plot_tradeoff
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch02_model_structure.pruning import prune_channels
+from helpers.ch06_compression.distill import soft_target_loss, teacher_logits, train_student
+from helpers.ch06_compression.exercises import check_uint8_quantizer
+from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages
 
 hw = setup_chapter(6)
 print(f"torchao {torchao.__version__}")
@@ -528,7 +535,8 @@ size_table = pd.Series({"fp32 teacher": serialized_size_bytes(teacher), "int8 as
 size_table.to_frame()
 
 # %% [markdown]
-# The same steps, dropping included, live in `helpers.quantize.static_int8` for the rest of the chapter. Now speed.
+# The same steps, dropping included, live in `static_int8` (`helpers/ch06_compression/quantize.py`)
+# for the rest of the chapter. Now speed.
 # The x86 int8 convolutions with fused ReLU come from Inductor's **freezing** passes, which treat
 # the weights as constants and pre-pack them for oneDNN; without freezing, the graph keeps separate
 # quantize, dequantize and float operations. Five variants: eager fp32, and fp32 and int8 each

@@ -71,23 +71,26 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 from torch.utils.data import DataLoader, Dataset
 
-from helpers import (
-    ledger_table, live_control, make_claim, make_entry, measure_interleaved,
-    record_chapter, release_freed_memory, report_claim, setup_chapter, show_source, small_cnn, timing_ratio,
-    timing_table,
-)
-from helpers.job_common import digits_tensors
-from helpers.onnx_runtime import (
+from helpers.core.claims import make_claim, report_claim, timing_ratio
+from helpers.core.measure import measure_interleaved, timing_table
+from helpers.core.memory import release_freed_memory
+from helpers.workload.digits import digits_tensors
+from helpers.workload.models import small_cnn
+from helpers.workload.resnet import ResNet18
+from helpers.support.chapter import setup_chapter
+from helpers.support.ledger import ledger_table, make_entry, record_chapter
+from helpers.support.source import show_source
+from helpers.support.widgets import live_control
+from helpers.ch07_tools.exercises import check_fp16_tolerance, check_recorded_steps
+from helpers.ch07_tools.onnx_runtime import (
     CalibrationBatches, model_files, operator_counts, ort_predict, ort_session, reduce_range_advised,
 )
-from helpers.resnet import ResNet18
-from helpers.profiling import (
+from helpers.ch07_tools.profiling import (
     calls_per_step, hot_operators, largest_allocations, quiet_profiler_logs, region_table, step_ms,
 )
-from helpers.tensorrt_engine import EngineRunner, build_plan, tensorrt_missing
-from helpers.tensorrt_names import bindings_library, check_names, read_names, removed_names_table
-from helpers.tools_checks import check_fp16_tolerance, check_recorded_steps
-from helpers.trace_plot import plot_step_timeline
+from helpers.ch07_tools.tensorrt_engine import EngineRunner, build_plan, tensorrt_missing
+from helpers.ch07_tools.tensorrt_names import bindings_library, check_names, read_names, removed_names_table
+from helpers.ch07_tools.trace_plot import plot_step_timeline
 
 hw = setup_chapter(7)
 print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}")
@@ -480,8 +483,8 @@ print(f"returned to the system: {release_freed_memory() / 1e6:.0f} MB")
 # Two models go through this section. Accuracy needs trained weights, so the **digits CNN** just
 # trained shows parity and int8 accuracy. Speed needs a realistic size, so **ResNet-18** at
 # 224x224 with untrained weights (no download is possible here, and the time of a convolution does
-# not depend on its weights' values) shows the latencies. It comes from `helpers/resnet.py`, torchvision's
-# `resnet18` layer for layer (a test loads torchvision's weights into it and gets the same outputs):
+# not depend on its weights' values) shows the latencies. It comes from `helpers/workload/resnet.py`,
+# torchvision's `resnet18` layer for layer (a test loads torchvision's weights into it and gets the same outputs):
 # importing torchvision itself would cost this chapter 160 MB of its memory budget. Everything runs
 # on one thread, set on purpose in both runtimes: the same work for each. ONNX Runtime's sessions
 # run without its memory arena, so that, like PyTorch on the CPU, they free activations after each
@@ -917,7 +920,7 @@ if library is None:
           "adds it): the names cannot be checked.")
 else:
     tensorrt_names = read_names(library)
-    import helpers.tensorrt_engine as tensorrt_engine_module
+    import helpers.ch07_tools.tensorrt_engine as tensorrt_engine_module
 
     name_check = check_names(Path(tensorrt_engine_module.__file__).read_text(), tensorrt_names)
     print(f"{library.parent.name}/{library.name}: {len(tensorrt_names.identifiers):,} names, "
@@ -936,7 +939,7 @@ if library is not None:
 # %% [markdown]
 # What this proves: every name the chapter's code uses is registered by TensorRT 11.4's module (for
 # documented methods, on the right class; for other names, somewhere in the module), and the
-# removed ones are gone (`tests/test_tools.py` checks both, and that none of the removed names
+# removed ones are gone (`tests/unit/test_ch07_tools.py` checks both, and that none of the removed names
 # appears anywhere in the course's code). What it cannot prove: that the
 # arguments are right, that the parser accepts this ONNX file, that the engine builds, and how fast
 # it runs. Only a run on an NVIDIA GPU shows those: the next cell does it where TensorRT is
@@ -1054,7 +1057,7 @@ if not torch.cuda.is_available():
           "kernel table, the idle gaps between kernels, the time .item() waits, and the largest allocations of "
           "a CUDA memory snapshot.")
 else:
-    from helpers.trace_plot import complete_events, device_busy_share
+    from helpers.ch07_tools.trace_plot import complete_events, device_busy_share
 
     def gpu_batches() -> object:
         """The fixed pipeline's batches, moved to the GPU."""

@@ -57,7 +57,6 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
 # %% tags=["nbval-ignore-output"]
 import copy
 import json
-import shutil
 import statistics
 from pathlib import Path
 
@@ -70,27 +69,36 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torchvision.transforms import v2
 
-from helpers.quantize import (  # first: it quietens a log line that importing torchao prints
+from helpers.core.accuracy import paired_prediction_change
+from helpers.core.claims import claims_table, make_claim, paired_ratio, report_claim, timing_ratio
+from helpers.core.cost import count_parameters, serialized_size_bytes
+from helpers.core.measure import measure_interleaved
+from helpers.core.memory import release_freed_memory
+from helpers.workload.data import load_digits_split, tensor_loader
+from helpers.workload.models import small_cnn
+from helpers.workload.training import evaluate_accuracy, train_epochs
+from helpers.support.chapter import setup_chapter
+from helpers.support.ledger import COURSE_NOTEBOOKS, chapters_missing, ledger_table, load_ledger, make_entry, record_chapter
+from helpers.support.source import show_source
+from helpers.support.versions import installed_version
+from helpers.support.widgets import live_control
+from helpers.ch02_model_structure.pruning import prune_channels
+from helpers.ch04_data_pipeline.images import DecodedCache, image_folder, write_digit_images
+from helpers.ch04_data_pipeline.loading import make_loader, measure_training
+from helpers.ch06_compression.distill import teacher_logits, train_student
+from helpers.ch06_compression.quantize import (
     compile_for_inference, int8_reduce_range_needed, predict_in_fixed_batches, static_int8,
 )
-from helpers import (
-    DecodedCache, chapters_missing, claims_table, count_parameters, evaluate_accuracy, image_folder, ledger_table,
-    live_control, load_digits_split, load_ledger, make_claim, make_entry, make_loader,
-    measure_interleaved, measure_training, paired_ratio, prune_channels, record_chapter, release_freed_memory,
-    report_claim, serialized_size_bytes, setup_chapter, show_source, small_cnn, tensor_loader, timing_ratio,
-    train_epochs, write_digit_images,
+from helpers.ch07_tools.onnx_runtime import CalibrationBatches, model_files, ort_predict, ort_session
+from helpers.ch08_capstone.class_report import (
+    class_figure, class_report_html, class_table, read_class, reference_ledgers,
 )
-from helpers.capstone import (
+from helpers.ch08_capstone.decision_guide import decision_guide, measured_on, ratio_text, sure_gain
+from helpers.ch08_capstone.exercises import check_latency_plan, check_plan_without
+from helpers.ch08_capstone.plots import plot_ledger, plot_waterfall
+from helpers.ch08_capstone.waterfall import (
     PAYS, Stage, budget_is_clear, deployment_plan, flat_step_reason, plan_candidates, waterfall_table, within_budget,
 )
-from helpers.capstone_checks import check_latency_plan, check_plan_without
-from helpers.capstone_plots import plot_ledger, plot_waterfall
-from helpers.class_report import class_figure, class_report_html, class_table, read_class
-from helpers.course import REFERENCE_RUNS, load_course, pinned_requirement
-from helpers.decision_guide import decision_guide, measured_on, ratio_text, sure_gain
-from helpers.distill import teacher_logits, train_student
-from helpers.folds import paired_prediction_change
-from helpers.onnx_runtime import CalibrationBatches, model_files, ort_predict, ort_session
 
 hw = setup_chapter(8)
 claims = []  # this chapter's speed claims, judged on this machine; recorded in the summary
@@ -520,15 +528,13 @@ print(f"returned {release_freed_memory() / 2**20:.0f} MB to the system")
 # are exact).
 
 # %% tags=["nbval-ignore-output"]
-course = load_course()
-files_by_number = {chapter.number: chapter.file for chapter in course.chapters}
 everything = [entry for entry in load_ledger() if entry["chapter"] != 8]
 earlier = measured_on(everything, hw)  # this machine's results (its CPU label, or its GPU's name)
 print(f"{len(earlier)} results from this machine; {len(everything) - len(earlier)} from other hardware left out")
-missing = chapters_missing(earlier, [chapter.number for chapter in course.chapters if chapter.number != 8])
+missing = chapters_missing(earlier, [number for number in COURSE_NOTEBOOKS if number != 8])
 for number in missing:
     print(f"chapter {number} has not recorded results on this machine yet: run `make execute "
-          f"NB={files_by_number[number]}` (or open it and run all cells), then re-run this section")
+          f"NB={COURSE_NOTEBOOKS[number]}` (or open it and run all cells), then re-run this section")
 ledger_view = ledger_table(sorted(earlier, key=lambda entry: entry["chapter"]))
 ledger_view[["metric", "speedup", "speedup_low", "speedup_high", "gain", "hardware"]].round(2) if earlier else None
 
@@ -606,17 +612,16 @@ print("\n".join(conclusion_backing(plan_row, plan, ACCURACY_BUDGET_POINTS)))
 #
 # ### 4.2 The appendix's tools, revisited
 # The article's appendix recommends five tools. Their state today, with the chapter that used each
-# (versions printed from this environment where the course installs the tool):
+# (the versions installed in this kernel, read from each package's metadata):
 
 # %% tags=["nbval-ignore-output"]
 tools = pd.DataFrame([
-    {"tool": "PyTorch", "chapters": "all", "today": f"torch {torch.__version__} (pinned: "
-     f"{pinned_requirement('torch')}); quantization moved to torchao, torch.ao.quantization deprecated"},
-    {"tool": "TensorRT", "chapters": "7", "today": f"{pinned_requirement('tensorrt-cu13-bindings')}: TensorRT 11, "
+    {"tool": "PyTorch", "chapters": "all", "today": f"{installed_version('torch')}; quantization moved to torchao, torch.ao.quantization deprecated"},
+    {"tool": "TensorRT", "chapters": "7", "today": f"{installed_version('tensorrt-cu13-bindings')}: TensorRT 11, "
      "strongly typed only (precision comes from the model); build_engine and execute_async_v2 removed in 10"},
     {"tool": "Horovod", "chapters": "5 (replaced)", "today": "last release 0.28.1 (June 2023, PyPI); torchrun with "
      "DDP and FSDP2 is PyTorch's own path"},
-    {"tool": "ONNX", "chapters": "7, 8", "today": f"{pinned_requirement('onnx')}; the dynamo exporter "
+    {"tool": "ONNX", "chapters": "7, 8", "today": f"{installed_version('onnx')}; the dynamo exporter "
      f"(torch.export) writes opset {opset}; run by ONNX Runtime"},
     {"tool": "Keras", "chapters": "none", "today": "Keras 3 (3.15.1 on PyPI when checked, November 2026), multi-backend "
      "(JAX, TensorFlow, PyTorch): post-training quantization with model.quantize(mode), modes int8, float8, int4, "
@@ -631,11 +636,11 @@ tools.set_index("tool")
 pd.DataFrame([
     {"tool": "torch.utils.benchmark", "chapters": "1-8", "role": "timing with warm-up and synchronisation"},
     {"tool": "torch.compile (Inductor)", "chapters": "3, 6, 7, 8", "role": "fused kernels; freezing for int8"},
-    {"tool": "Torch-Pruning", "chapters": "2", "role": f"{pinned_requirement('torch-pruning')}: dependency-aware "
+    {"tool": "Torch-Pruning", "chapters": "2", "role": f"{installed_version('torch-pruning')}: dependency-aware "
                                                          "structured pruning of torchvision models"},
-    {"tool": "torchao", "chapters": "6, 8", "role": f"{pinned_requirement('torchao')}: int8 dynamic and weight-only, "
+    {"tool": "torchao", "chapters": "6, 8", "role": f"{installed_version('torchao')}: int8 dynamic and weight-only, "
                                                    "PT2E static int8"},
-    {"tool": "ONNX Runtime", "chapters": "7, 8", "role": f"{pinned_requirement('onnxruntime')}: graph optimisations "
+    {"tool": "ONNX Runtime", "chapters": "7, 8", "role": f"{installed_version('onnxruntime')}: graph optimisations "
                                                         "and static QDQ int8"},
     {"tool": "torch.profiler", "chapters": "7", "role": "where the time goes, and memory"},
     {"tool": "torchrun, DDP, FSDP2", "chapters": "5", "role": "multi-process training in PyTorch itself"},
@@ -727,8 +732,8 @@ check_plan_without("Exercise 2", my_board_plan, waterfall, size_KB=size_budget_K
 class_folder = WORK / "class"
 class_folder.mkdir(exist_ok=True)
 (class_folder / "this-machine.json").write_text(json.dumps({"entries": earlier}))
-for reference in sorted(REFERENCE_RUNS.glob("*/ledger.json")):
-    shutil.copy(reference, class_folder / f"reference-{reference.parent.name}.json")
+for name, reference in reference_ledgers().items():
+    (class_folder / f"reference-{name}.json").write_text(reference.read_text())
 (class_folder / "unfinished.json").write_text('{"entries": [')
 participants = read_class(class_folder)
 (WORK / "class-report.html").write_text(class_report_html(participants))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,3 +62,16 @@ def built_book(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--out", str(out)], check=True)
     return out / "html"
+
+
+@pytest.fixture(scope="session")
+def helpers_wheel(tmp_path_factory) -> Path:
+    """A wheel of the helpers package, built from a copy of the checkout so that build files stay out of it."""
+    folder = tmp_path_factory.mktemp("package")
+    source, wheels = folder / "source", folder / "wheels"
+    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(source), "-w", str(wheels)],
+                   check=True, capture_output=True)
+    return next(wheels.glob("*.whl"))

@@ -24,9 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import (  # noqa: E402
-    Chapter, Course, ReferenceRun, load_course, load_reference_runs, pinned_requirement,
-)
+from tools.course import Chapter, Course, ReferenceRun, load_course, load_reference_runs, pinned_requirement  # noqa: E402
 
 
 def config_yaml(course: Course) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers.class_report import class_report_html, read_class  # noqa: E402
+from helpers.ch08_capstone.class_report import class_report_html, read_class  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import colab_setup_source, load_course  # noqa: E402
+from tools.course import colab_setup_source, load_course  # noqa: E402
 
 MARKER = "# On Colab only:"
 HIDDEN = {"source_hidden": True}  # JupyterLab shows the cell collapsed; the markdown above says what it is

@@ -22,7 +22,7 @@ print(json.dumps({"gpu": torch.cuda.get_device_name(0), "driver": driver, "cuda"
                   "torch": torch.__version__, "python": platform.python_version()}))
 PY
 )
-name=$(python3 -c 'import json, sys; from helpers.course import reference_run_name; print(reference_run_name(json.loads(sys.argv[1])))' "$versions")
+name=$(python3 -c 'import json, sys; from tools.course import reference_run_name; print(reference_run_name(json.loads(sys.argv[1])))' "$versions")
 mkdir -p "$parent/$name"
 out="$(cd "$parent/$name" && pwd)"  # absolute: the kernels run in notebooks/, and write the ledger from there
 echo "$versions" >"$out/versions.json"

@@ -1,13 +1,15 @@
-"""Keep the README's generated parts in step: the badges and chapter table (from book.toml) and the
-measured runs (from the metadata that `make execute` stores in each notebook with its outputs).
+"""Keep the generated files in step: the README's badges and chapter table (from book.toml) and measured runs
+(from the metadata that `make execute` stores in each notebook), helpers/README.md (from the docstrings of
+the helpers package), and the reference runs' ledgers that ship inside the package for chapter 8.
 
-    python tools/readme.py --write   # rewrite the table between the markers
-    python tools/readme.py --check   # exit 1 if the table is stale
+    python tools/readme.py --write   # rewrite every generated file
+    python tools/readme.py --check   # exit 1 if one is stale
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
 
@@ -16,11 +18,27 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.course import (  # noqa: E402
+from tools.course import (  # noqa: E402
     Course, ReferenceRun, chapter_table_markdown, course_badges, load_course, load_reference_runs,
 )
 
 README = ROOT / "README.md"
+HELPERS = ROOT / "helpers"
+SHIPPED_LEDGERS = HELPERS / "ch08_capstone" / "reference_ledgers"
+# The order a learner reads the package in: the shared folders, then the chapters in the order of notebooks/.
+SHARED_FOLDERS = ("core", "workload", "support")
+HELPERS_INTRO = """# The course's helpers
+
+Every chapter imports its tools from here, each name from the module that defines it, so the import cell
+at the top of a chapter is also its map: `from helpers.core.measure import measure_interleaved` says
+to open `core/measure.py`. **Read `core/` first**: it is how every number in the course is measured.
+
+Rules the tests hold (`tests/test_layout.py`): `core/`, `workload/` and `support/` never import a
+chapter's folder; a chapter's folder imports only those and earlier chapters; nothing here reads a file
+outside the package at run time.
+
+(Generated from the modules' docstrings by `make readme`: edit a docstring, not this file.)
+"""
 BADGES = ("<!-- badges:start (generated from book.toml by `make readme`) -->", "<!-- badges:end -->")
 CHAPTERS = ("<!-- chapters:start (generated from book.toml by `make readme`) -->", "<!-- chapters:end -->")
 RUNS = ("<!-- runs:start (generated from the notebooks' stored runs by `make readme`) -->", "<!-- runs:end -->")
@@ -54,6 +72,41 @@ def measured_runs_markdown(course: Course) -> str:
     return "\n".join(lines)
 
 
+def summary(path: Path) -> str:
+    """The first paragraph of a module's docstring, on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or "(no docstring)"
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def folder_markdown(folder: Path, depth: int = 0) -> list[str]:
+    """One line for a folder, then one per module and subfolder inside it."""
+    indent = "  " * depth
+    lines = [f"{indent}- **`{folder.relative_to(HELPERS)}/`**: {summary(folder / '__init__.py')}"]
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".py" and path.name != "__init__.py":
+            lines.append(f"{indent}  - `{path.name}`: {summary(path)}")
+        elif (path / "__init__.py").exists():
+            lines += folder_markdown(path, depth + 1)
+    return lines
+
+
+def helpers_readme() -> str:
+    """helpers/README.md: what each folder and module is for, in the order a learner reads them."""
+    chapters = sorted(p for p in HELPERS.glob("ch*") if (p / "__init__.py").exists())
+    lines = [HELPERS_INTRO]
+    for folder in [HELPERS / name for name in SHARED_FOLDERS] + chapters:
+        lines += folder_markdown(folder)
+    return "\n".join(lines) + "\n"
+
+
+def generated_files() -> dict[Path, str]:
+    """Every file this tool writes, with its fresh content."""
+    fresh = {README: render(README.read_text()), HELPERS / "README.md": helpers_readme()}
+    for run in load_reference_runs():
+        fresh[SHIPPED_LEDGERS / f"{run.folder.name}.json"] = (run.folder / "ledger.json").read_text()
+    return fresh
+
+
 def replace_between(text: str, markers: tuple[str, str], content: str) -> str:
     """text with what lies between the two markers replaced by content."""
     start, end = markers
@@ -77,12 +130,18 @@ def main() -> int:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    current = README.read_text()
-    fresh = render(current)
+    fresh = generated_files()
+    stale = [path for path, text in fresh.items() if not path.exists() or path.read_text() != text]
+    unknown = sorted(set(SHIPPED_LEDGERS.glob("*.json")) - set(fresh))
     if args.write:
-        README.write_text(fresh)
-    if args.check and fresh != current:
-        print("README.md's generated tables are stale: run `make readme`")
+        for path in stale:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(fresh[path])
+        for path in unknown:
+            path.unlink()
+    elif args.check and (stale or unknown):
+        names = ", ".join(str(path.relative_to(ROOT)) for path in [*stale, *unknown])
+        print(f"generated files are stale ({names}): run `make readme`")
         return 1
     return 0
 

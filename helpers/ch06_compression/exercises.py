@@ -1,0 +1,54 @@
+"""Chapter 6's exercise check: an asymmetric uint8 quantizer written by hand, against torchao's primitives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+import helpers.ch06_compression.quantize  # noqa: F401 (first: it quietens the log line that importing torchao prints)
+from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, quantize_affine  # noqa: E402
+
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, say
+from helpers.support.validate import require_callable
+
+
+def reference_uint8(values: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """torchao's asymmetric uint8 quantization of the whole tensor: (codes, scale, zero point)."""
+    block = tuple(values.shape)
+    scale, zero_point = choose_qparams_affine(values, MappingType.ASYMMETRIC, block, torch.uint8)
+    codes = quantize_affine(values, block, scale, zero_point, torch.uint8)
+    return codes, scale.item(), int(zero_point.item())
+
+
+def _compare(got: object, values: torch.Tensor) -> str:
+    """'' when got matches torchao's (codes, scale, zero point) for values, else what differs."""
+    if not (isinstance(got, tuple) and len(got) == 3 and isinstance(got[0], torch.Tensor)):
+        return f"return a tuple (codes tensor, scale, zero point), got {type(got).__name__}"
+    codes, scale, zero_point = got
+    expected_codes, expected_scale, expected_zero = reference_uint8(values)
+    if abs(float(scale) - expected_scale) > 1e-4 * expected_scale:
+        return f"scale {float(scale):.6g}, expected {expected_scale:.6g}"
+    if int(zero_point) != expected_zero:
+        return f"zero point {int(zero_point)}, expected {expected_zero}"
+    if codes.shape != values.shape or codes.min() < 0 or codes.max() > 255:
+        return "codes must have the input's shape and lie in [0, 255]"
+    off = (codes.to(torch.int32) - expected_codes.to(torch.int32)).abs()
+    if off.max() > 1 or (off > 0).float().mean() > 0.01:
+        return f"{int((off > 0).sum())} of {len(values)} codes differ from torchao's"
+    return ""
+
+
+def check_uint8_quantizer(exercise: str, candidate: Callable[[torch.Tensor], object],
+                          cases: Sequence[torch.Tensor]) -> Verdict:
+    """Run candidate on each tensor; pass when scale, zero point and codes match torchao's asymmetric uint8."""
+    require_callable("candidate", candidate)
+    for index, values in enumerate(cases, start=1):
+        got = candidate(values)
+        if got is None or got is Ellipsis:
+            return say(TODO, exercise, f"not implemented yet: {candidate.__name__} returned {got!r}.", False)
+        problem = _compare(got, values)
+        if problem:
+            return say(FAIL, exercise, f"case {index}: {problem}. The range must include 0; z is the code that 0 "
+                        "maps to.", False)
+    return say(PASS, exercise, f"scale, zero point and codes match torchao's on all {len(cases)} cases.", True)

@@ -1,0 +1,139 @@
+"""int8 the current way: PT2E static quantization (torchao) for CNNs, compiled for inference, sized honestly."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch._dynamo.utils import counters
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+# torchao's import logs a notice about torch's own pytree registration (not our code, not actionable): keep it quiet.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+from torchao.quantization.pt2e import allow_exported_model_train_eval  # noqa: E402
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e  # noqa: E402
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa: E402
+    X86InductorQuantizer, get_default_x86_inductor_quantization_config,
+)
+from torchao.utils import should_reduce_range  # noqa: E402
+
+from helpers.support.validate import require_instance, require_int  # noqa: E402
+
+# Warnings that Inductor and torchao raise from their own code while compiling quantized graphs (not actionable here).
+INTERNAL_COMPILE_WARNINGS = ("To copy construct from a tensor", ".*does not implement _stable_hash_for_caching")
+
+
+def x86_quantizer(*, reduce_range: bool = False, is_qat: bool = False) -> X86InductorQuantizer:
+    """int8 everywhere the x86 backend supports it: per-channel weights, per-tensor activations."""
+    config = get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce_range)
+    return X86InductorQuantizer().set_global(config)
+
+
+def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
+                reduce_range: bool = False) -> torch.fx.GraphModule:
+    """Post-training static int8 (PT2E): export, insert observers, calibrate on real batches, convert."""
+    require_instance("model", model, nn.Module)
+    exported = torch.export.export(model.eval(), (example,)).module()
+    prepared = prepare_pt2e(exported, x86_quantizer(reduce_range=reduce_range))
+    with torch.no_grad():
+        for images in calibration:
+            prepared(images)
+    return drop_unused_parameters(convert_pt2e(prepared))
+
+
+def prepare_qat(model: nn.Module, example: torch.Tensor, *, reduce_range: bool = False) -> torch.fx.GraphModule:
+    """Quantization-aware training (PT2E): the exported model with fake-quantize nodes, ready to train.
+
+    The export fixes the batch size: train it on batches of exactly example's size.
+    """
+    require_instance("model", model, nn.Module)
+    exported = torch.export.export(model.train(), (example,)).module()
+    prepared = prepare_qat_pt2e(exported, x86_quantizer(is_qat=True, reduce_range=reduce_range))
+    allow_exported_model_train_eval(prepared)  # so that ordinary training loops may call .train() and .eval()
+    return prepared
+
+
+def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The int8 model from a QAT-trained prepared model."""
+    require_instance("prepared", prepared, torch.fx.GraphModule)
+    prepared.eval()
+    return drop_unused_parameters(convert_pt2e(prepared))
+
+
+def drop_unused_parameters(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Delete parameters and buffers the graph no longer reads (convert_pt2e keeps the fp32 weights it replaced)."""
+    require_instance("graph_module", graph_module, torch.fx.GraphModule)
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    named = [*graph_module.named_parameters(), *graph_module.named_buffers()]
+    for name, _ in named:
+        if name not in used:
+            owner_path, _, attribute = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner_path) if owner_path else graph_module, attribute)
+    allow_exported_model_train_eval(graph_module)
+    return graph_module
+
+
+def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: bool = True) -> tuple[Callable, float]:
+    """torch.compile for inference, with or without freezing; return the compiled model and its first call's seconds.
+
+    Freezing is set in Inductor's global config for the first call (where compilation happens): the int8
+    lowerings check it there (passing options={"freezing": True} fails for PT2E int8 graphs in torch 2.14). The
+    graph is compiled for example's shape only (dynamic=False): call it at that shape, and compile a separate
+    copy of the model for each other batch size.
+    """
+    require_instance("model", model, nn.Module)
+    # isolate_recompiles: every nn.Sequential shares one forward, and without it a later compile of another
+    # Sequential at the same shape would silently reuse this graph (compiled with other settings).
+    compiled = torch.compile(model, dynamic=False, isolate_recompiles=True)
+    graphs_before = counters["stats"]["unique_graphs"]
+    start = time.perf_counter()
+    with torch.no_grad(), torch._inductor.config.patch(freezing=freezing), warnings.catch_warnings():
+        for message in INTERNAL_COMPILE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        compiled(example)
+    if counters["stats"]["unique_graphs"] == graphs_before:
+        raise RuntimeError("torch.compile compiled no new graph for this model: it reused one compiled earlier")
+    return compiled, time.perf_counter() - start
+
+
+@torch.no_grad()
+def predict_in_fixed_batches(model: Callable, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for all images, always calling model on exactly batch_size images (the last batch is padded)."""
+    require_int("batch_size", batch_size, minimum=1)
+    if len(images) == 0:
+        raise ValueError("images must not be empty")
+    padding = (-len(images)) % batch_size
+    padded = torch.cat([images, images[:1].expand(padding, *images.shape[1:])])
+    logits = [model(padded[start:start + batch_size]) for start in range(0, len(padded), batch_size)]
+    return torch.cat(logits)[:len(images)].float()
+
+
+def fixed_batch_accuracy(model: Callable, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64) -> float:
+    """Share of correctly classified images, calling model only at batch_size (see predict_in_fixed_batches)."""
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels must have equal length, got {len(images)} and {len(labels)}")
+    predictions = predict_in_fixed_batches(model, images, batch_size).argmax(dim=1)
+    return (predictions == labels).sum().item() / len(labels)
+
+
+def int8_reduce_range_needed() -> bool:
+    """True on x86 CPUs without VNNI, where u8 x s8 products can saturate: quantize activations to 7 bits there."""
+    return should_reduce_range(torch.device("cpu"))
+
+
+def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
+    """An eval-mode copy of model with each top-level Conv2d-BatchNorm2d pair folded into one convolution."""
+    require_instance("model", model, nn.Sequential)
+    layers, folded = list(copy.deepcopy(model).eval()), []
+    while layers:
+        layer = layers.pop(0)
+        if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
+            layer = fuse_conv_bn_eval(layer, layers.pop(0))
+        folded.append(layer)
+    return nn.Sequential(*folded).eval()

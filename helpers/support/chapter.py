@@ -1,0 +1,43 @@
+"""The first code cell of every chapter: seeds, plot style, warning policy, hardware line."""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+from helpers.core.hardware import HardwareReport, hardware_report
+from helpers.support.plots import apply_style
+from helpers.support.validate import require_int
+
+STRICT_WARNINGS_ENV = "COURSE_STRICT_WARNINGS"
+OUR_CODE = r"(__main__|helpers(\..*)?)\Z"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that runs repeat."""
+    require_int("seed", seed, minimum=0)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def use_strict_warnings() -> None:
+    """Turn FutureWarning and DeprecationWarning raised from notebook or helpers code into errors."""
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("error", category=category, module=OUR_CODE)
+
+
+def setup_chapter(number: int, *, seed: int = 0) -> HardwareReport:
+    """Seed, style plots, apply the warning policy ($COURSE_STRICT_WARNINGS=1 in tests), print the hardware."""
+    require_int("number", number, minimum=1)
+    seed_everything(seed)
+    apply_style()
+    if os.environ.get(STRICT_WARNINGS_ENV) == "1":
+        use_strict_warnings()
+    report = hardware_report()
+    print(f"Chapter {number} | {report.summary_line()}")
+    return report

@@ -1,0 +1,9 @@
+"""Lines that torch's native code writes to stderr and that say nothing about the learner's code.
+
+The profiler (chapter 7) and the torchrun launcher (chapter 5) both filter them out of what they show.
+"""
+
+# Native log lines the profiler writes to the process's stderr: a USDT probe line at every start and
+# stop, "gpuGetDeviceCount failed" on a CUDA build of torch without a GPU, and a note that memory
+# allocated before profiling began cannot be matched with its release. None of them is about the code.
+NOISE_MARKERS = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size was allocated before")

@@ -1,0 +1,59 @@
+"""The helpers package works on its own, as Colab installs it: a wheel of the checkout, installed with --no-deps
+into an empty folder, imported and used from there with no repository beside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# Run in the installed copy: every module imports, and the calls the chapters make with data that the
+# repository holds (reference runs, package versions, the chapters' list) answer without the repository.
+USE_THE_INSTALLED_PACKAGE = """
+import importlib, json, pkgutil, sys
+from importlib.resources import files
+from pathlib import Path
+
+import helpers
+site = Path(sys.argv[1]).resolve()
+assert Path(helpers.__file__).resolve().is_relative_to(site), f"imported {helpers.__file__}, not the installed copy"
+names = [module.name for module in pkgutil.walk_packages(helpers.__path__, "helpers.")]
+for name in names:
+    importlib.import_module(name)
+
+from helpers.ch08_capstone.class_report import read_class, reference_ledgers
+from helpers.core.measure import measure_interleaved
+from helpers.support.ledger import COURSE_NOTEBOOKS, ledger_path
+from helpers.support.source import show_source
+from helpers.support.versions import installed_version
+
+references = reference_ledgers()
+assert references, "the reference runs' ledgers ship with the package"
+class_folder = Path("class")
+class_folder.mkdir()
+for name, ledger in references.items():
+    (class_folder / f"{name}.json").write_text(ledger.read_text())
+assert all(participant.entries for participant in read_class(class_folder))
+assert installed_version("torch").startswith("torch ")
+assert sorted(COURSE_NOTEBOOKS) == list(range(1, 9))
+assert ledger_path() == Path.cwd().resolve() / "results" / "ledger.json"
+assert show_source(measure_interleaved).data.startswith("# helpers/core/measure.py\\n")
+assert (files("helpers") / "README.md").is_file()
+print(f"{len(names)} modules imported; {len(references)} reference run(s)")
+"""
+
+
+@pytest.mark.slow
+def test_the_installed_package_works_without_the_repository(tmp_path, helpers_wheel):
+    site, work = tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                    str(helpers_wheel)], check=True, capture_output=True)
+    env = {key: value for key, value in os.environ.items() if key not in ("COURSE_LEDGER", "COURSE_CACHE")}
+    env["PYTHONPATH"] = str(site)
+    done = subprocess.run([sys.executable, "-c", USE_THE_INSTALLED_PACKAGE, str(site)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "modules imported" in done.stdout

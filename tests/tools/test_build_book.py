@@ -1,0 +1,86 @@
+"""The Jupyter Book builds offline from book.toml and the stored outputs, and reads well in a browser."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.conftest import ARTIFACTS, ROOT
+from tools.build_book import WIDGET_NOTE, WIDGET_VIEW, freeze_widgets
+from tools.course import load_course
+
+COURSE = load_course()
+
+
+@pytest.mark.slow
+def test_book_has_a_landing_page_and_every_chapter_with_a_figure(built_book: Path):
+    assert "intro.html" in (built_book / "index.html").read_text()
+    assert COURSE.title in (built_book / "intro.html").read_text()
+    for chapter in COURSE.chapters:
+        page = built_book / f"{chapter.stem}.html"
+        assert page.exists(), f"{page.name} missing from the book"
+        html = page.read_text()
+        assert chapter.title in html
+        assert f"~{chapter.minutes} min" in html and chapter.hardware in html
+        assert "<img" in html, f"{page.name} shows no figure"
+
+
+@pytest.mark.slow
+def test_book_chapter_8_shows_the_reference_machines_waterfall(built_book: Path, chromium):
+    html = (built_book / "ch08_capstone.html").read_text()
+    after = html[html.index("The complete waterfall"):]
+    assert after.index("<img") < after.index("<h2"), "no figure right after the complete waterfall's text"
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto((built_book / "ch08_capstone.html").as_uri())
+        page.locator("text=The complete waterfall").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "book-ch08-waterfall.png"))
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_book_shows_widgets_as_their_stored_output(built_book: Path):
+    for chapter in COURSE.chapters:
+        html = (built_book / f"{chapter.stem}.html").read_text()
+        assert WIDGET_VIEW not in html, f"{chapter.stem}: a widget view needs a kernel, the book cannot show it"
+        assert "Live control: open this chapter" in html
+
+
+@pytest.mark.parametrize("chapter", COURSE.chapters, ids=lambda c: c.stem)
+def test_freezing_replaces_each_widget_by_its_measured_output(chapter):
+    nb = nbformat.read(ROOT / chapter.file, as_version=4)
+    widget_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                    and any(WIDGET_VIEW in o.get("data", {}) for o in c.outputs)]
+    assert widget_cells, "every chapter has a live control"
+    freeze_widgets(nb)
+    for index in widget_cells:
+        outputs = nb.cells[index].outputs
+        assert outputs[0].data["text/markdown"] == WIDGET_NOTE
+        assert len(outputs) >= 2, f"cell {index}: no stored widget output; run `make execute`"
+        assert not any(WIDGET_VIEW in o.get("data", {}) for o in outputs)
+    assert "widgets" not in nb.metadata
+
+
+@pytest.mark.slow
+def test_book_index_renders_in_chromium(built_book: Path, chromium):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto((built_book / "index.html").as_uri())
+        page.wait_for_url("**/intro.html")  # index.html redirects with a meta refresh: wait for its target
+        page.wait_for_load_state("load")
+        assert COURSE.title in page.title() or COURSE.title in page.inner_text("body")
+        for chapter in COURSE.chapters:
+            assert page.locator("nav a", has_text=chapter.title).count() >= 1, f"{chapter.title} not in the sidebar"
+        page.screenshot(path=str(ARTIFACTS / "book-index.png"))
+        page.goto((built_book / f"{COURSE.chapters[-1].stem}.html").as_uri())
+        page.wait_for_load_state("load")
+        page.locator("text=Live control: open this chapter").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "book-widget-output.png"))
+    finally:
+        page.close()
+
+
+def test_generated_configuration_is_not_committed():
+    assert not (ROOT / "_config.yml").exists() and not (ROOT / "_toc.yml").exists()

@@ -1,0 +1,105 @@
+"""Tests of helpers/support/ledger.py."""
+
+import json
+
+import pytest
+
+from helpers.core.claims import Ratio, make_claim
+from helpers.support.ledger import (
+    LEDGER_ENV,
+    ledger_path,
+    ledger_table,
+    load_claims,
+    load_ledger,
+    make_entry,
+    record_chapter,
+)
+
+
+def entry(chapter=1, technique="batching", baseline=100.0, optimized=200.0, higher_is_better=True):
+    return make_entry(chapter, technique, metric="throughput", unit="images/s", baseline=baseline,
+                      optimized=optimized, higher_is_better=higher_is_better, hardware="test CPU")
+
+
+FIELDS = {"chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_interval", "gain",
+          "hardware", "extras"}
+
+
+def test_speedup_is_above_one_when_the_technique_helps_either_way():
+    assert entry(baseline=100.0, optimized=200.0, higher_is_better=True).speedup == 2.0
+    assert entry(baseline=10.0, optimized=5.0, higher_is_better=False).speedup == 2.0
+
+
+def test_an_interval_that_includes_one_is_recorded_as_no_gain():
+    noisy = make_entry(2, "masking", metric="latency", unit="ms", baseline=10.0, optimized=9.2,
+                       higher_is_better=False, hardware="h", ratio=Ratio(1.087, 0.95, 1.2, 6))
+    assert noisy.speedup == 1.087 and noisy.speedup_interval == (0.95, 1.2) and noisy.gain == "no gain"
+    clear = make_entry(2, "x", metric="latency", unit="ms", baseline=10.0, optimized=5.0,
+                       higher_is_better=False, hardware="h", ratio=Ratio(2.0, 1.8, 2.2, 6))
+    assert clear.gain == "gain"
+    exact = entry(baseline=100.0, optimized=25.0, higher_is_better=False)
+    assert exact.speedup_interval is None and exact.gain == "gain"
+    table = ledger_table([noisy, exact])
+    assert table.loc[(2, "masking"), "speedup_low"] == 0.95 and table.loc[(2, "masking"), "gain"] == "no gain"
+
+
+def test_claims_are_stored_beside_the_entries_and_replaced_per_chapter(tmp_path):
+    path = tmp_path / "ledger.json"
+    claim = make_claim(1, "fast", "it is at least 2x faster", threshold=2.0, ratio=Ratio(3.0, 2.5, 3.5, 5),
+                       hardware="h")
+    record_chapter(1, [entry(1)], [claim], path=path)
+    record_chapter(2, [entry(2, "pruning")], [], path=path)
+    stored = load_claims(path)
+    assert [(c["chapter"], c["name"], c["verdict"]) for c in stored] == [(1, "fast", "holds")]
+    assert stored[0]["ratio"] == {"median": 3.0, "low": 2.5, "high": 3.5, "rounds": 5}
+    record_chapter(1, [entry(1)], [], path=path)
+    assert load_claims(path) == []
+    with pytest.raises(ValueError, match="claim names must be unique"):
+        record_chapter(1, [], [claim, claim], path=path)
+
+
+def test_ledger_path_follows_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(LEDGER_ENV, str(tmp_path / "x.json"))
+    assert ledger_path() == tmp_path / "x.json"
+
+
+def test_ledger_path_defaults_to_results_at_the_course_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(LEDGER_ENV)
+    (tmp_path / "book.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert ledger_path() == tmp_path / "results" / "ledger.json"
+
+
+def test_rerunning_a_chapter_replaces_its_entries_and_keeps_others(tmp_path):
+    path = tmp_path / "ledger.json"
+    record_chapter(1, [entry(1, "batching"), entry(1, "old_technique")], path=path)
+    record_chapter(2, [entry(2, "pruning")], path=path)
+    record_chapter(1, [entry(1, "batching", optimized=300.0)], path=path)
+    rows = load_ledger(path)
+    assert sorted((r["chapter"], r["technique"]) for r in rows) == [(1, "batching"), (2, "pruning")]
+    assert next(r for r in rows if r["chapter"] == 1)["optimized"] == 300.0
+    assert all(set(r) == FIELDS for r in rows)
+    assert json.loads(path.read_text())["entries"] == rows
+    assert [p.name for p in tmp_path.iterdir()] == ["ledger.json"], "no temporary file left behind"
+
+
+def test_ledger_table_is_indexed_by_chapter_and_technique(tmp_path):
+    table = ledger_table([entry(1, "batching")])
+    assert table.index.names == ["chapter", "technique"]
+    assert table.loc[(1, "batching"), "speedup"] == 2.0
+
+
+def test_bad_entries_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="baseline must be > 0"):
+        entry(baseline=0.0)
+    with pytest.raises(ValueError, match="chapter must be an int >= 1"):
+        entry(chapter=0)
+    with pytest.raises(TypeError, match="higher_is_better must be a bool"):
+        make_entry(1, "x", metric="m", unit="u", baseline=1.0, optimized=1.0, higher_is_better=1, hardware="h")
+    with pytest.raises(ValueError, match="technique must be a non-empty string"):
+        entry(technique="")
+    with pytest.raises(ValueError, match="every entry must belong to chapter 2"):
+        record_chapter(2, [entry(1)], path=tmp_path / "l.json")
+    with pytest.raises(ValueError, match="entry names must be unique"):
+        record_chapter(1, [entry(1), entry(1)], path=tmp_path / "l.json")
