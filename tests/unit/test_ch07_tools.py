@@ -192,11 +192,11 @@ def test_tensorrt_is_reported_missing_without_a_gpu():
 
 
 def test_every_tensorrt_name_the_course_uses_exists_in_tensorrt_11(tensorrt_names):
-    table = check_names((ROOT / "helpers" / "tensorrt_engine.py").read_text(), tensorrt_names)
+    table = check_names((ROOT / "helpers" / "ch07_tools" / "tensorrt_engine.py").read_text(), tensorrt_names)
     assert len(table) >= 20
     assert (table["found as"] != "MISSING").all(), table[table["found as"] == "MISSING"]
     assert ("IExecutionContext", "execute_async_v3") in tensorrt_names_used(
-        (ROOT / "helpers" / "tensorrt_engine.py").read_text())
+        (ROOT / "helpers" / "ch07_tools" / "tensorrt_engine.py").read_text())
 
 
 def test_the_check_catches_the_old_api(tensorrt_names):
@@ -208,6 +208,6 @@ def test_the_check_catches_the_old_api(tensorrt_names):
 
 
 def test_no_removed_tensorrt_name_in_the_course_code():
-    files = sorted((ROOT / "helpers").glob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))
+    files = sorted((ROOT / "helpers").rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))
     used = {path.name: _names_in_code(path) & (set(REMOVED) | {"INT8", "BF16"}) for path in files}
     assert not {name: names for name, names in used.items() if names}

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from helpers.core.amp import amp_train_step, make_grad_scaler, precision_mode, require_precision
+from helpers.core.amp import (
+    amp_train_step,
+    make_grad_scaler,
+    precision_mode,
+    require_precision,
+)
 from helpers.workload.models import small_cnn
 
 CPU = torch.device("cpu")
@@ -51,3 +56,44 @@ def test_amp_train_step_does_not_read_the_loss_on_the_host(monkeypatch):
     model = small_cnn((4,))
     amp_train_step(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), torch.optim.SGD(model.parameters(), lr=0.1),
                    make_grad_scaler("fp32", CPU), "fp32")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_amp_train_step_keeps_the_fp32_math_switches_for_backward_and_the_optimizer_step(monkeypatch, precision):
+    from contextlib import contextmanager
+
+    import helpers.core.amp as amp_module
+
+    inside = {"now": False}
+    seen = {}
+
+    @contextmanager
+    def recording_fp32_math(name, device):
+        inside["now"] = True
+        try:
+            yield
+        finally:
+            inside["now"] = False
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen["backward"] = inside["now"]
+            return grad
+
+    class Stepping(torch.optim.SGD):
+        def step(self, closure=None):
+            seen["step"] = inside["now"]
+            return super().step(closure)
+
+    monkeypatch.setattr(amp_module, "fp32_math", recording_fp32_math)
+    layer = torch.nn.Linear(4, 3)
+    model = torch.nn.Sequential(layer)
+    model.forward = lambda x: layer(Probe.apply(x))
+    amp_train_step(model, torch.randn(2, 4, requires_grad=True), torch.tensor([0, 1]),
+                   Stepping(layer.parameters(), lr=0.1), make_grad_scaler(precision, CPU), precision)
+    assert seen == {"backward": True, "step": True} and not inside["now"]
