@@ -5,7 +5,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

@@ -13,12 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tools.build_book import gpu_page, gpu_run_links, toc_yaml
-from tools.course import (
-    ReferenceRun,
-    load_course,
-    load_reference_runs,
-    reference_run_name,
-)
+from tools.course import ReferenceRun, load_course, load_reference_runs, reference_run_name
 from tools.readme import measured_runs_markdown
 
 COURSE = load_course()

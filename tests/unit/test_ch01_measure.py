@@ -8,9 +8,7 @@ import torch
 
 from helpers.ch01_measure.phases import PHASES, compare_step_phases, time_step_phases
 from helpers.ch01_measure.threads import busy_cores
-from helpers.workload.data import (
-    load_digits_split,
-)
+from helpers.workload.data import load_digits_split
 from helpers.workload.models import small_cnn
 
 

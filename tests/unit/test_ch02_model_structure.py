@@ -5,28 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.ch02_model_structure.layers import (
-    DepthwiseSeparableConv,
-    same_padding,
-    separable_cost_ratio,
-)
-from helpers.ch02_model_structure.pruning import (
-    filter_importance,
-    l1_filter_ranking,
-    per_conv_ratios,
-    prune_channels,
-)
-from helpers.ch02_model_structure.roofline import (
-    conv_min_bytes,
-    depthwise_intensity,
-    measure_roofs,
-)
-from helpers.ch02_model_structure.zoo import (
-    ARCHITECTURES,
-    build_architecture,
-    published_gflops,
-    published_top1,
-)
+from helpers.ch02_model_structure.layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
+from helpers.ch02_model_structure.pruning import filter_importance, l1_filter_ranking, per_conv_ratios, prune_channels
+from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity, measure_roofs
+from helpers.ch02_model_structure.zoo import ARCHITECTURES, build_architecture, published_gflops, published_top1
 from helpers.core.cost import count_flops, count_parameters, serialized_size_bytes
 from helpers.workload.models import small_cnn
 

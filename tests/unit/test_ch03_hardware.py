@@ -13,27 +13,13 @@ from torch._dynamo.utils import counters
 
 from helpers.ch03_hardware.compile_timing import forget_compiled_code
 from helpers.ch03_hardware.exercises import (
-    break_even_calls,
-    check_break_even,
-    check_loss_scale,
-    mlp_saved_bytes,
-    smallest_loss_scale,
+    break_even_calls, check_break_even, check_loss_scale, mlp_saved_bytes, smallest_loss_scale,
 )
 from helpers.ch03_hardware.gpu import (
-    compare_host_to_device,
-    compare_tf32_matmul,
-    cuda_graph_replay,
-    launch_versus_completion_ms,
+    compare_host_to_device, compare_tf32_matmul, cuda_graph_replay, launch_versus_completion_ms,
 )
-from helpers.ch03_hardware.precision import (
-    explain_precision,
-    precision_point,
-    precision_sweep,
-    saved_activation_bytes,
-)
-from helpers.core.amp import (
-    PRECISIONS,
-)
+from helpers.ch03_hardware.precision import explain_precision, precision_point, precision_sweep, saved_activation_bytes
+from helpers.core.amp import PRECISIONS
 from helpers.core.hardware import hardware_report
 from helpers.workload.models import small_cnn
 
@@ -146,11 +132,7 @@ def test_saved_activation_bytes_rejects_what_is_not_a_model_or_a_tensor():
 
 def test_the_small_precision_functions_each_do_their_one_job():
     from helpers.ch03_hardware.precision import (
-        inference_latency,
-        output_error,
-        precision_costs,
-        train_step_latency,
-        training_copy,
+        inference_latency, output_error, precision_costs, train_step_latency, training_copy,
     )
 
     torch.manual_seed(0)
@@ -167,12 +149,7 @@ def test_the_small_precision_functions_each_do_their_one_job():
 
 
 def test_the_small_precision_functions_check_their_arguments():
-    from helpers.ch03_hardware.precision import (
-        gpu_step_peak_mb,
-        inference_latency,
-        output_error,
-        training_copy,
-    )
+    from helpers.ch03_hardware.precision import gpu_step_peak_mb, inference_latency, output_error, training_copy
 
     with pytest.raises(TypeError, match="model must be a Module"):
         training_copy(object())
@@ -246,10 +223,7 @@ def test_break_even_calls_and_its_check():
 
 
 def test_check_activation_bytes_prediction_accepts_the_activations_and_leaves_the_weight_copy_to_explain(capsys):
-    from helpers.ch03_hardware.exercises import (
-        activation_bytes,
-        check_activation_bytes_prediction,
-    )
+    from helpers.ch03_hardware.exercises import activation_bytes, check_activation_bytes_prediction
 
     batch = 64
     expected = activation_bytes(batch)

@@ -13,26 +13,11 @@ from torchvision.transforms import v2
 
 from helpers.ch04_data_pipeline.exercises import check_throughput_prediction
 from helpers.ch04_data_pipeline.images import (
-    BatchedCache,
-    DecodedCache,
-    ObjectListCache,
-    RecordArrays,
-    RecordList,
-    cache_root,
-    evict_from_page_cache,
-    file_index,
-    image_folder,
-    read_bytes,
-    time_cold_and_warm_reads,
-    write_digit_images,
-    write_shard,
+    BatchedCache, DecodedCache, ObjectListCache, RecordArrays, RecordList, cache_root, evict_from_page_cache,
+    file_index, image_folder, read_bytes, time_cold_and_warm_reads, write_digit_images, write_shard,
 )
 from helpers.ch04_data_pipeline.loading import (
-    make_loader,
-    measure_loader,
-    measure_training,
-    normalize_batch,
-    training_throughput,
+    make_loader, measure_loader, measure_training, normalize_batch, training_throughput,
 )
 from helpers.workload.models import small_cnn
 
@@ -392,12 +377,7 @@ def test_measure_loaders_times_every_loader_over_the_same_batches():
 def test_worker_pids_come_from_the_worker_processes():
     import os
 
-    from helpers.ch04_data_pipeline.loading import (
-        WorkerPids,
-        child_pids,
-        new_child_processes,
-        start_method,
-    )
+    from helpers.ch04_data_pipeline.loading import WorkerPids, child_pids, new_child_processes, start_method
 
     loader = make_loader(WorkerPids(32), batch_size=4, num_workers=2)
     assert start_method(loader) in ("fork", "forkserver", "spawn")

@@ -16,22 +16,11 @@ import torch
 import helpers.ch05_distributed.jobs.ddp as job_ddp
 import helpers.ch05_distributed.jobs.resume as job_resume
 from helpers.ch05_distributed.comm_model import (
-    AlphaBeta,
-    bucket_sizes,
-    fit_alpha_beta,
-    predict_step,
-    ring_allreduce_bytes_per_worker,
+    AlphaBeta, bucket_sizes, fit_alpha_beta, predict_step, ring_allreduce_bytes_per_worker,
 )
-from helpers.ch05_distributed.exercises import (
-    check_bucketed_allreduce_ms,
-    check_gpu_count,
-)
+from helpers.ch05_distributed.exercises import check_bucketed_allreduce_ms, check_gpu_count
 from helpers.ch05_distributed.launch import launch, launch_nodes, torchrun_command
-from helpers.ch05_distributed.sharding_memory import (
-    bytes_per_parameter,
-    largest_model_parameters,
-    workers_needed,
-)
+from helpers.ch05_distributed.sharding_memory import bytes_per_parameter, largest_model_parameters, workers_needed
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def processes_mentioning(marker: str) -> list[psutil.Process]:
     return found
 
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT
 
 
 def test_successful_launch_returns_the_result_and_leaves_nothing(job_tmp):

@@ -12,43 +12,19 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
-from helpers.ch07_tools.exercises import (
-    EXERCISE_SCHEDULE,
-    check_fp16_tolerance,
-    check_recorded_steps,
-    recorded_steps,
-)
+from helpers.ch07_tools.exercises import EXERCISE_SCHEDULE, check_fp16_tolerance, check_recorded_steps, recorded_steps
 from helpers.ch07_tools.onnx_runtime import (
-    CalibrationBatches,
-    model_files,
-    operator_counts,
-    ort_predict,
-    ort_session,
-    reduce_range_advised,
+    CalibrationBatches, model_files, operator_counts, ort_predict, ort_session, reduce_range_advised,
 )
 from helpers.ch07_tools.profiling import (
-    calls_per_step,
-    hot_operators,
-    largest_allocations,
-    quiet_profiler_logs,
-    region_table,
-    step_ms,
+    calls_per_step, hot_operators, largest_allocations, quiet_profiler_logs, region_table, step_ms,
 )
 from helpers.ch07_tools.tensorrt_engine import tensorrt_missing
 from helpers.ch07_tools.tensorrt_names import (
-    REMOVED,
-    bindings_library,
-    check_names,
-    read_names,
-    removed_names_table,
-    tensorrt_names_used,
+    REMOVED, bindings_library, check_names, read_names, removed_names_table, tensorrt_names_used,
 )
 from helpers.ch07_tools.trace_plot import (
-    complete_events,
-    device_busy_share,
-    plot_step_timeline,
-    short_name,
-    step_events,
+    complete_events, device_busy_share, plot_step_timeline, short_name, step_events,
 )
 
 STEPS = 3
@@ -88,7 +64,7 @@ def exported(tmp_path_factory):
     return model, path
 
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -12,27 +12,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from helpers.ch08_capstone.class_report import (
-    class_report_html,
-    hardware_group,
-    read_class,
-    read_participant,
-)
-from helpers.ch08_capstone.decision_guide import (
-    decision_guide,
-    likely_reason,
-    ratio_text,
-)
+from helpers.ch08_capstone.class_report import class_report_html, hardware_group, read_class, read_participant
+from helpers.ch08_capstone.decision_guide import decision_guide, likely_reason, ratio_text
 from helpers.ch08_capstone.exercises import check_latency_plan, check_plan_without
 from helpers.ch08_capstone.plots import plot_ledger, plot_waterfall
 from helpers.ch08_capstone.waterfall import (
-    Stage,
-    budget_is_clear,
-    deployment_plan,
-    flat_step_reason,
-    paired_change_points,
-    waterfall_table,
-    within_budget,
+    Stage, budget_is_clear, deployment_plan, flat_step_reason, paired_change_points, waterfall_table, within_budget,
 )
 from helpers.core.claims import Ratio
 from helpers.core.hardware import HardwareReport

@@ -4,12 +4,7 @@ import pytest
 import torch
 
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
-from helpers.core.accuracy import (
-    compare_folds,
-    fold_table,
-    paired_prediction_change,
-    wilson_interval,
-)
+from helpers.core.accuracy import compare_folds, fold_table, paired_prediction_change, wilson_interval
 
 
 def test_fold_table_and_compare_folds_report_mean_spread_and_consistency():

@@ -3,12 +3,7 @@
 import pytest
 import torch
 
-from helpers.core.amp import (
-    amp_train_step,
-    make_grad_scaler,
-    precision_mode,
-    require_precision,
-)
+from helpers.core.amp import amp_train_step, make_grad_scaler, precision_mode, require_precision
 from helpers.workload.models import small_cnn
 
 CPU = torch.device("cpu")

@@ -3,15 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers.core.claims import (
-    VERDICTS,
-    Ratio,
-    claims_table,
-    make_claim,
-    paired_ratio,
-    report_claim,
-    timing_ratio,
-)
+from helpers.core.claims import VERDICTS, Ratio, claims_table, make_claim, paired_ratio, report_claim, timing_ratio
 from helpers.core.measure import Timing
 
 ROUNDS = 8

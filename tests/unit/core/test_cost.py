@@ -4,12 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.core.cost import (
-    count_flops,
-    count_parameters,
-    model_cost,
-    serialized_size_bytes,
-)
+from helpers.core.cost import count_flops, count_parameters, model_cost, serialized_size_bytes
 from helpers.workload.models import small_cnn
 
 

@@ -6,12 +6,7 @@ import pytest
 import torch
 
 from helpers.core.hardware import (
-    DEVICE_KINDS,
-    HardwareReport,
-    available_devices,
-    cgroup_cpu_limit,
-    hardware_report,
-    pick_device,
+    DEVICE_KINDS, HardwareReport, available_devices, cgroup_cpu_limit, hardware_report, pick_device,
 )
 
 

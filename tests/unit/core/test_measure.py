@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from helpers.core.measure import (
-    Timing,
-    compare_variants,
-    latency_percentiles,
-    measure_interleaved,
-    measure_latency,
-    measure_percentiles,
-    throughput,
-    time_layers,
-    time_layers_interleaved,
-    timing_table,
+    Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency, measure_percentiles,
+    throughput, time_layers, time_layers_interleaved, timing_table,
 )
 from helpers.workload.models import small_cnn
 

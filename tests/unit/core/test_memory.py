@@ -8,11 +8,7 @@ import time
 import pytest
 import torch
 
-from helpers.core.memory import (
-    process_tree_memory_bytes,
-    release_freed_memory,
-    track_peak_memory,
-)
+from helpers.core.memory import process_tree_memory_bytes, release_freed_memory, track_peak_memory
 
 
 def _wait_for_increase(peak, minimum_bytes: int, timeout_s: float = 30.0) -> None:

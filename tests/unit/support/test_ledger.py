@@ -6,13 +6,7 @@ import pytest
 
 from helpers.core.claims import Ratio, make_claim
 from helpers.support.ledger import (
-    LEDGER_ENV,
-    ledger_path,
-    ledger_table,
-    load_claims,
-    load_ledger,
-    make_entry,
-    record_chapter,
+    LEDGER_ENV, ledger_path, ledger_table, load_claims, load_ledger, make_entry, record_chapter,
 )
 
 

@@ -3,13 +3,7 @@
 import pytest
 from matplotlib.figure import Figure
 
-from helpers.support.plots import (
-    pareto_front,
-    plot_breakdown,
-    plot_comparison,
-    plot_roofline,
-    plot_sweep,
-)
+from helpers.support.plots import pareto_front, plot_breakdown, plot_comparison, plot_roofline, plot_sweep
 
 
 def test_pareto_front_keeps_only_undominated_points():

@@ -3,13 +3,7 @@
 import pytest
 import torch
 
-from helpers.workload.data import (
-    PerSampleDigits,
-    digits_folds,
-    hold_out,
-    load_digits_split,
-    upsample,
-)
+from helpers.workload.data import PerSampleDigits, digits_folds, hold_out, load_digits_split, upsample
 
 
 def test_digits_split_is_fixed_stratified_and_scaled():
