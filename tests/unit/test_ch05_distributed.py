@@ -21,6 +21,7 @@ from helpers.ch05_distributed.comm_model import (
 from helpers.ch05_distributed.exercises import check_bucketed_allreduce_ms, check_gpu_count
 from helpers.ch05_distributed.launch import launch, launch_nodes, torchrun_command
 from helpers.ch05_distributed.sharding_memory import bytes_per_parameter, largest_model_parameters, workers_needed
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -39,8 +40,6 @@ def processes_mentioning(marker: str) -> list[psutil.Process]:
             found.append(proc)
     return found
 
-
-from tests.conftest import ROOT
 
 
 def test_successful_launch_returns_the_result_and_leaves_nothing(job_tmp):

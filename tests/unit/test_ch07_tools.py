@@ -26,6 +26,7 @@ from helpers.ch07_tools.tensorrt_names import (
 from helpers.ch07_tools.trace_plot import (
     complete_events, device_busy_share, plot_step_timeline, short_name, step_events,
 )
+from tests.conftest import ROOT
 
 STEPS = 3
 
@@ -63,8 +64,6 @@ def exported(tmp_path_factory):
                       dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1, max=64)}})
     return model, path
 
-
-from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
