@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.core.claims import claims_table
-from helpers.support.ledger import LEDGER_ENV, load_claims
-from tools.course import load_course
+from helpers.core.claims import claims_table  # noqa: E402
+from helpers.support.ledger import LEDGER_ENV, load_claims  # noqa: E402
+from tools.course import load_course  # noqa: E402
 from run_notebooks import execute_notebook  # noqa: E402
 
 

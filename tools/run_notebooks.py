@@ -21,9 +21,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.core.hardware import hardware_report
-from helpers.core.memory import track_peak_memory
-from tools.course import DEFAULT_PEAK_BUDGET_GB, load_course
+from helpers.core.hardware import hardware_report  # noqa: E402
+from helpers.core.memory import track_peak_memory  # noqa: E402
+from tools.course import DEFAULT_PEAK_BUDGET_GB, load_course  # noqa: E402
 
 KERNEL_NAME = "dl-perf-course"
 BUDGET_S = 120.0
