@@ -81,7 +81,7 @@ execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store 
 sync: setup  ## update each notebook/.py pair from whichever side changed
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
-readme: setup  ## regenerate the README's chapter and measured-run tables
+readme: setup  ## regenerate the README's tables, helpers/README.md and the reference ledgers shipped in helpers/
 	$(PY) tools/readme.py --write
 
 wheelhouse: setup  ## download every pinned package into wheelhouse/ for offline set-ups (needs the network once)

@@ -80,6 +80,9 @@ from helpers.support.ledger import ledger_table, load_ledger, make_entry, record
 from helpers.support.plots import plot_roofline, plot_sweep, plot_tradeoff
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
+from helpers.ch02_model_structure.exercises import (
+    best_ratio_within, big_layer_kinds, depthwise_flop_share, expected_pruned_ms, least_shrunk_kind,
+)
 from helpers.ch02_model_structure.layers import DepthwiseSeparableConv, separable_cost_ratio
 from helpers.ch02_model_structure.pruning import filter_importance, keep_batch_norm_channels, prune_channels
 from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity, measure_roofs
@@ -886,23 +889,15 @@ pd.DataFrame({"top-1 (%)": top1[light], "against resnet50 (points)": top1[light]
 # what fraction of the block's FLOPs does the *depthwise* half do? (Work it out from the two halves'
 # multiply-adds per output pixel; the check builds the block and counts.)
 
-# %% jupyter={"source_hidden": true}
-def _depthwise_flop_share(out_channels: int, kernel: int) -> float:
-    """The share the check compares with: counted on a real block, not from a formula."""
-    block = DepthwiseSeparableConv(32, out_channels, kernel, norm=False)
-    x = torch.randn(1, 32, 16, 16)
-    return count_flops(block.depthwise, x) / count_flops(block, x)
-
-
 # %%
 depthwise_share_answer = ...
 
-check_number("Exercise 1", depthwise_share_answer, _depthwise_flop_share(128, 5), rtol=0.01,
+check_number("Exercise 1", depthwise_share_answer, depthwise_flop_share(128, 5), rtol=0.01,
              hint="Per output pixel and input channel: the depthwise half does k*k multiply-adds, the pointwise N.")
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 depthwise_share_answer = 5**2 / (5**2 + 128)
-check_number("Exercise 1", depthwise_share_answer, _depthwise_flop_share(128, 5), rtol=0.01)
+check_number("Exercise 1", depthwise_share_answer, depthwise_flop_share(128, 5), rtol=0.01)
 
 # %% [markdown]
 # **Exercise 2 (predict, then measure).** From the per-layer table `layer_times`, column
@@ -911,33 +906,14 @@ check_number("Exercise 1", depthwise_share_answer, _depthwise_flop_share(128, 5)
 # your prediction with the measured `pruned, channels_last` column: among the layer kinds that take
 # at least 10% of the dense time, which one shrank the least compared with what you assumed?
 
-# %% jupyter={"source_hidden": true}
-def _assumed_shrink(kind: str) -> float:
-    """The factor the exercise assumes: 4 for a convolution, 2 for everything else."""
-    return 4.0 if kind == "Conv2d" else 2.0
-
-
-def _predicted_pruned_ms(times: pd.Series) -> float:
-    """The prediction the check compares with."""
-    return sum(ms / _assumed_shrink(kind) for kind, ms in times.drop("total").items())
-
-
-def _least_shrunk_kind(dense_ms: pd.Series, pruned_ms: pd.Series) -> str:
-    """Among layer kinds with >= 10% of the dense time, the one furthest short of its assumed shrink."""
-    big = [kind for kind in dense_ms.index if kind != "total" and dense_ms[kind] >= 0.1 * dense_ms["total"]]
-    return max(big, key=lambda kind: _assumed_shrink(kind) / (dense_ms[kind] / pruned_ms[kind]))
-
-
-dense_cl_ms = layer_times["dense, channels_last"]
-big_kinds = [kind for kind in dense_cl_ms.index if kind != "total" and dense_cl_ms[kind] >= 0.1 * dense_cl_ms["total"]]
-
 # %%
+big_kinds = big_layer_kinds(layer_times["dense, channels_last"])  # the choices for 2b
 predicted_pruned_ms = ...
 least_shrunk = ...  # one of the layer kinds, e.g. "ReLU"
 
-check_number("Exercise 2a", predicted_pruned_ms, _predicted_pruned_ms(layer_times["dense, channels_last"]),
+check_number("Exercise 2a", predicted_pruned_ms, expected_pruned_ms(layer_times["dense, channels_last"]),
              rtol=0.01, hint="Take each layer kind's time from the dense column and divide it by its assumed factor.")
-check_choice("Exercise 2b", least_shrunk, _least_shrunk_kind(layer_times["dense, channels_last"],
+check_choice("Exercise 2b", least_shrunk, least_shrunk_kind(layer_times["dense, channels_last"],
                                                              layer_times["pruned, channels_last"]), big_kinds,
              hint="For each big layer kind, divide the dense time by the pruned time and compare with 4 or 2.")
 
@@ -947,8 +923,8 @@ assumed = pd.Series({kind: 4.0 if kind == "Conv2d" else 2.0 for kind in dense_ms
 predicted_pruned_ms = (dense_ms.drop("total") / assumed).sum()
 shortfall = (assumed / (dense_ms / pruned_ms)).loc[big_kinds]
 least_shrunk = shortfall.idxmax()
-check_number("Exercise 2a", predicted_pruned_ms, _predicted_pruned_ms(dense_ms), rtol=0.01)
-check_choice("Exercise 2b", least_shrunk, _least_shrunk_kind(dense_ms, pruned_ms), big_kinds)
+check_number("Exercise 2a", predicted_pruned_ms, expected_pruned_ms(dense_ms), rtol=0.01)
+check_choice("Exercise 2b", least_shrunk, least_shrunk_kind(dense_ms, pruned_ms), big_kinds)
 print(f"predicted {predicted_pruned_ms:.2f} ms; measured {pruned_ms['total']:.2f} ms layer by layer, "
       f"{prune_table.loc['pruned 50%, channels_last', 'median_ms']:.2f} ms as a whole network")
 
@@ -958,24 +934,17 @@ print(f"predicted {predicted_pruned_ms:.2f} ms; measured {pruned_ms['total']:.2f
 # lowest measured latency within that budget? Then read its *test* accuracy: is the choice still
 # within 3 points on the test images, and what does the interval printed in section 4 say about it?
 
-# %% jupyter={"source_hidden": true}
-def _best_ratio_within(sweep: pd.DataFrame, points: float) -> float:
-    """The ratio the check compares with: fastest among those within the validation budget."""
-    allowed = sweep[sweep["validation accuracy"] >= sweep.loc[0.0, "validation accuracy"] - points / 100]
-    return float(allowed["latency_ms (batch 64)"].idxmin())
-
-
 # %%
 chosen_ratio = ...
 
-check_number("Exercise 3", chosen_ratio, _best_ratio_within(prune_sweep, 3.0), rtol=0,
+check_number("Exercise 3", chosen_ratio, best_ratio_within(prune_sweep, 3.0), rtol=0,
              hint="Keep the rows within the budget first, then take the lowest latency among them.")
 
 # %% jupyter={"source_hidden": true} tags=["solution", "nbval-ignore-output"]
 budget = prune_sweep.loc[0.0, "validation accuracy"] - 0.03
 within_budget = prune_sweep[prune_sweep["validation accuracy"] >= budget]
 chosen_ratio = float(within_budget["latency_ms (batch 64)"].idxmin())
-check_number("Exercise 3", chosen_ratio, _best_ratio_within(prune_sweep, 3.0), rtol=0)
+check_number("Exercise 3", chosen_ratio, best_ratio_within(prune_sweep, 3.0), rtol=0)
 print(f"ratio {chosen_ratio}: test accuracy {prune_sweep.loc[chosen_ratio, 'test accuracy']:.1%} against "
       f"{prune_sweep.loc[0.0, 'test accuracy']:.1%} unpruned")
 

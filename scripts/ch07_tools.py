@@ -76,7 +76,6 @@ from helpers.core.measure import measure_interleaved, timing_table
 from helpers.core.memory import release_freed_memory
 from helpers.workload.digits import digits_tensors
 from helpers.workload.models import small_cnn
-from helpers.workload.resnet import ResNet18
 from helpers.support.chapter import setup_chapter
 from helpers.support.ledger import ledger_table, make_entry, record_chapter
 from helpers.support.source import show_source
@@ -88,6 +87,7 @@ from helpers.ch07_tools.onnx_runtime import (
 from helpers.ch07_tools.profiling import (
     calls_per_step, hot_operators, largest_allocations, quiet_profiler_logs, region_table, step_ms,
 )
+from helpers.ch07_tools.resnet import ResNet18
 from helpers.ch07_tools.tensorrt_engine import EngineRunner, build_plan, tensorrt_missing
 from helpers.ch07_tools.tensorrt_names import bindings_library, check_names, read_names, removed_names_table
 from helpers.ch07_tools.trace_plot import plot_step_timeline
@@ -483,9 +483,10 @@ print(f"returned to the system: {release_freed_memory() / 1e6:.0f} MB")
 # Two models go through this section. Accuracy needs trained weights, so the **digits CNN** just
 # trained shows parity and int8 accuracy. Speed needs a realistic size, so **ResNet-18** at
 # 224x224 with untrained weights (no download is possible here, and the time of a convolution does
-# not depend on its weights' values) shows the latencies. It comes from `helpers/workload/resnet.py`,
-# torchvision's `resnet18` layer for layer (a test loads torchvision's weights into it and gets the same outputs):
-# importing torchvision itself would cost this chapter 160 MB of its memory budget. Everything runs
+# not depend on its weights' values) shows the latencies. It comes from
+# `helpers/ch07_tools/resnet.py`, torchvision's `resnet18` layer for layer (a test loads
+# torchvision's weights into it and gets the same outputs): importing torchvision itself would cost
+# this chapter 160 MB of its memory budget. Everything runs
 # on one thread, set on purpose in both runtimes: the same work for each. ONNX Runtime's sessions
 # run without its memory arena, so that, like PyTorch on the CPU, they free activations after each
 # run (`ort_session` below; with the arena, each session would keep its largest activations).

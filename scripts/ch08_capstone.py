@@ -78,9 +78,10 @@ from helpers.workload.data import load_digits_split, tensor_loader
 from helpers.workload.models import small_cnn
 from helpers.workload.training import evaluate_accuracy, train_epochs
 from helpers.support.chapter import setup_chapter
-from helpers.support.ledger import COURSE_NOTEBOOKS, chapters_missing, ledger_table, load_ledger, make_entry, record_chapter
+from helpers.support.ledger import (
+    COURSE_NOTEBOOKS, chapters_missing, ledger_table, load_ledger, make_entry, record_chapter,
+)
 from helpers.support.source import show_source
-from helpers.support.versions import installed_version
 from helpers.support.widgets import live_control
 from helpers.ch02_model_structure.pruning import prune_channels
 from helpers.ch04_data_pipeline.images import DecodedCache, image_folder, write_digit_images
@@ -96,6 +97,7 @@ from helpers.ch08_capstone.class_report import (
 from helpers.ch08_capstone.decision_guide import decision_guide, measured_on, ratio_text, sure_gain
 from helpers.ch08_capstone.exercises import check_latency_plan, check_plan_without
 from helpers.ch08_capstone.plots import plot_ledger, plot_waterfall
+from helpers.ch08_capstone.versions import installed_version
 from helpers.ch08_capstone.waterfall import (
     PAYS, Stage, budget_is_clear, deployment_plan, flat_step_reason, plan_candidates, waterfall_table, within_budget,
 )

@@ -19,7 +19,6 @@ IMPORTERS = sorted([*(ROOT / "scripts").glob("*.py"), *HELPERS.rglob("*.py"), *(
 # Modules whose only tests are the chapters' nbval runs, and why no unit test adds to that.
 COVERED_BY_NBVAL = {
     "support/chapter.py": "setup_chapter runs first in every chapter, under nbval",
-    "support/logs.py": "a constant; the profiler and launcher tests filter with it",
 }
 
 
@@ -72,6 +71,23 @@ def test_the_layering_rule_holds():
     assert not broken, "\n".join(broken)
 
 
+def test_a_chapter_uses_no_later_chapter_s_code():
+    """The notebooks follow the same rule: chapter 5 cannot lean on what chapter 7 teaches."""
+    broken = [f"{script.relative_to(ROOT)} imports {module}"
+              for script in sorted((ROOT / "scripts").glob("ch*.py"))
+              for module, _ in helpers_imports(script)
+              if module.count(".") >= 1 and not allowed(script.stem, module.split(".")[1])]
+    assert not broken, "\n".join(broken)
+
+
+def test_no_private_name_crosses_a_module_line():
+    """A name that starts with _ belongs to its module: chapters, helpers and tools never import one."""
+    broken = [f"{path.relative_to(ROOT)}: from {module} import {name}"
+              for path in IMPORTERS if "tests" not in path.relative_to(ROOT).parts[:1]
+              for module, names in helpers_imports(path) for name in names if name.startswith("_")]
+    assert not broken, "\n".join(broken)
+
+
 @cache
 def defined_names(module: str) -> frozenset[str]:
     """The names a helpers module defines at its top level (functions, classes, assignments), not those it imports."""
@@ -110,8 +126,8 @@ def test_every_init_is_a_docstring_and_nothing_else(init):
 
 # Repository files the package must not read at run time (on Colab only the installed package exists).
 REPOSITORY_FILES = ("book.toml", "requirements.txt", "pyproject.toml", "environment.yml", "results/gpu")
-# book.toml may only mark where the learner's course folder is (ledger_path, cache_root), never be read.
-BOOK_TOML_AS_MARKER = {"support/ledger.py", "ch04_data_pipeline/images.py"}
+# book.toml may only mark where the learner's course folder is (support/course_folder.py), never be read.
+BOOK_TOML_AS_MARKER = {"support/course_folder.py"}
 
 
 def code_strings(tree: ast.Module) -> list[str]:
@@ -138,15 +154,19 @@ def test_the_package_reads_no_repository_file():
 
 def test_every_module_has_its_test_file():
     """tests/unit mirrors helpers/: core/measure.py -> unit/core/test_measure.py; a chapter's folder -> one file,
-    unit/test_chNN_name.py."""
+    unit/test_chNN_name.py, which imports (or, for a torchrun job, launches) every module of that folder."""
     missing = []
     for path in modules():
         relative = path.relative_to(HELPERS)
-        folder = relative.parts[0]
+        folder, dotted = relative.parts[0], "helpers." + ".".join(relative.with_suffix("").parts)
         expected = (ROOT / "tests" / "unit" / folder / f"test_{path.stem}.py" if folder in SHARED
                     else ROOT / "tests" / "unit" / f"test_{folder}.py")
-        if not expected.exists() and str(relative) not in COVERED_BY_NBVAL:
-            missing.append(f"{relative}: {expected.relative_to(ROOT)}")
+        if str(relative) in COVERED_BY_NBVAL:
+            continue
+        if not expected.exists():
+            missing.append(f"{relative}: {expected.relative_to(ROOT)} is missing")
+        elif folder not in SHARED and dotted not in expected.read_text():
+            missing.append(f"{relative}: {expected.relative_to(ROOT)} never imports or launches {dotted}")
     assert not missing, "\n".join(missing)
     stale = [name for name in COVERED_BY_NBVAL if not (HELPERS / name).exists()]
     assert not stale, f"COVERED_BY_NBVAL names modules that no longer exist: {stale}"

@@ -27,7 +27,7 @@ from helpers.ch08_capstone.class_report import read_class, reference_ledgers
 from helpers.core.measure import measure_interleaved
 from helpers.support.ledger import COURSE_NOTEBOOKS, ledger_path
 from helpers.support.source import show_source
-from helpers.support.versions import installed_version
+from helpers.ch08_capstone.versions import installed_version
 
 references = reference_ledgers()
 assert references, "the reference runs' ledgers ship with the package"

@@ -118,7 +118,7 @@ def replace_between(text: str, markers: tuple[str, str], content: str) -> str:
 
 
 def render(text: str) -> str:
-    """README text with both generated tables regenerated."""
+    """README text with its generated parts (badges, chapter table, measured runs) regenerated."""
     course = load_course()
     text = replace_between(text, BADGES, course_badges(course))
     text = replace_between(text, CHAPTERS, chapter_table_markdown(course))

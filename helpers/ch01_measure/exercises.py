@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, is_close, say
-from helpers.support.validate import require_callable
+from helpers.core.validate import require_callable
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, is_close
 
 
 class SimulatedDevice:
@@ -46,22 +46,22 @@ def check_benchmark_loop(exercise: str, candidate: Callable[..., object], *, war
     device = SimulatedDevice(cold_calls=warmup)
     got = candidate(device.work, clock=device.clock, sync=device.sync, warmup=warmup, calls=calls)
     if got is None or got is Ellipsis:
-        return say(TODO, exercise, "not implemented yet: your function returned nothing.", False)
+        return announce(TODO, exercise, "not implemented yet: your function returned nothing.", False)
     if not isinstance(got, dict) or set(got) != {"p50_ms", "p95_ms", "p99_ms"}:
-        return say(FAIL, exercise, f"return a dict with keys p50_ms, p95_ms, p99_ms; got {got!r}.", False)
+        return announce(FAIL, exercise, f"return a dict with keys p50_ms, p95_ms, p99_ms; got {got!r}.", False)
     if device.calls != warmup + calls:
-        return say(FAIL, exercise, f"fn was called {device.calls} times; expected {warmup} warm-up + {calls} timed.", False)
+        return announce(FAIL, exercise, f"fn was called {device.calls} times; expected {warmup} warm-up + {calls} timed.", False)
     expected = {"p50_ms": 1.0, "p95_ms": 10.0, "p99_ms": 30.0}
     if all(is_close(float(got[key]), value / 1e3, 0.05) for key, value in expected.items()):
-        return say(FAIL, exercise, "your percentiles are in seconds: multiply by 1000 for milliseconds.", False)
+        return announce(FAIL, exercise, "your percentiles are in seconds: multiply by 1000 for milliseconds.", False)
     if got["p50_ms"] < 0.1:
-        return say(FAIL, exercise, "your median is about the launch time: call sync() before each clock() reading, "
+        return announce(FAIL, exercise, "your median is about the launch time: call sync() before each clock() reading, "
                     "or you time the queueing, not the work.", False)
     if got["p99_ms"] > 40:
-        return say(FAIL, exercise, "the 50 ms warm-up calls are in your timings: run the warm-up calls before "
+        return announce(FAIL, exercise, "the 50 ms warm-up calls are in your timings: run the warm-up calls before "
                     "the timed ones, and do not record them.", False)
     wrong = [key for key, value in expected.items() if not is_close(float(got[key]), value, 0.05)]
     if wrong:
-        return say(FAIL, exercise, f"{', '.join(wrong)} should be {', '.join(f'{expected[k]:g}' for k in wrong)} ms "
+        return announce(FAIL, exercise, f"{', '.join(wrong)} should be {', '.join(f'{expected[k]:g}' for k in wrong)} ms "
                     f"on this simulated device; got {got!r}. Percentiles are in milliseconds.", False)
-    return say(PASS, exercise, "correct: warm-up skipped, device synchronised, tail measured.", True)
+    return announce(PASS, exercise, "correct: warm-up skipped, device synchronised, tail measured.", True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers.core.measure import synchronize
-from helpers.support.validate import require_instance, require_int
+from helpers.core.validate import require_instance, require_int
 
 PHASES = ("data", "forward", "backward", "optimizer")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]

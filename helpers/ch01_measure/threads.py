@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 
 READY = "ready"
 # Each competitor is a bare Python loop on one core: a few MB, no torch (a process that imports a

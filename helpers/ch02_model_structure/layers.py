@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:

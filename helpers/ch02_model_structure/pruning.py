@@ -9,16 +9,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from helpers.support.validate import require_choice, require_instance, require_number
+from helpers.core.validate import require_choice, require_instance, require_number
 
 SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear, nn.Dropout)
 CRITERIA = ("l1", "bn_scaled_l1")
-
-
-def l1_filter_ranking(conv: nn.Conv2d) -> torch.Tensor:
-    """Output-channel indices of conv, most important first (largest L1 norm of the filter)."""
-    require_instance("conv", conv, nn.Conv2d)
-    return conv.weight.detach().abs().sum(dim=(1, 2, 3)).argsort(descending=True)
 
 
 def filter_importance(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, criterion: str = "l1") -> torch.Tensor:

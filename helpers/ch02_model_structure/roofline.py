@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from helpers.core.measure import measure_interleaved
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
 
 ROOF_MATMUL = 1024  # the n x n float32 product whose rate stands for the compute roof
 ROOF_ELEMENTS = 2**24  # a 64 MiB float32 vector whose read-only sum stands for the bandwidth roof

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models
 
-from helpers.support.validate import require_choice
+from helpers.core.validate import require_choice
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                  "efficientnet_b0", "shufflenet_v2_x1_0")

@@ -6,8 +6,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from helpers.core.validate import require_int, require_number
 from helpers.support.checks import FAIL, PASS, TODO, Verdict, check_number
-from helpers.support.validate import require_int, require_number
 from helpers.ch03_hardware.precision import saved_activation_bytes
 
 

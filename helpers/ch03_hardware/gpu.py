@@ -14,7 +14,7 @@ import torch
 from helpers.core.amp import precision_mode, require_precision
 from helpers.core.claims import Ratio, paired_ratio
 from helpers.core.measure import measure_interleaved, measure_latency, synchronized_clock
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 from helpers.ch03_hardware.precision import relative_error
 
 

@@ -15,7 +15,7 @@ from helpers.core.amp import PRECISIONS, amp_train_step, make_grad_scaler, preci
 from helpers.core.hardware import HardwareReport
 from helpers.core.measure import Timing, measure_interleaved, measure_latency
 from helpers.core.memory import track_peak_memory
-from helpers.support.validate import require_choice, require_instance
+from helpers.core.validate import require_choice, require_instance
 
 
 def precision_workload(device: torch.device) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from helpers.core.claims import paired_ratio
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, check_function, say
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_function
 from helpers.ch04_data_pipeline.loading import make_loader, measure_training
 
 
@@ -34,14 +34,14 @@ def check_pipeline_choice(exercise: str, num_workers: object, training_threads: 
     """Train with the chosen (num_workers, training threads) and the best measured (workers, threads), in
     alternating rounds; the choice passes when the best's lead over it is not significant (interval reaches 1)."""
     if any(answer is None or answer is Ellipsis for answer in (num_workers, training_threads)):
-        return say(TODO, exercise, "not answered yet: replace both `...` with your choice and re-run this cell.",
+        return announce(TODO, exercise, "not answered yet: replace both `...` with your choice and re-run this cell.",
                     False)
     require_int("num_workers", num_workers, minimum=0)
     require_int("training_threads", training_threads, minimum=1)
     if not (isinstance(best, tuple) and len(best) == 2):
         raise TypeError(f"best must be a (num_workers, training_threads) tuple, got {best!r}")
     if (num_workers, training_threads) == best:
-        return say(PASS, exercise, f"{num_workers} worker(s) and {training_threads} training thread(s): the best "
+        return announce(PASS, exercise, f"{num_workers} worker(s) and {training_threads} training thread(s): the best "
                     "configuration measured in section 6.", True)
     loaders = {"your choice": make_loader(dataset, num_workers=num_workers),
                "best measured": make_loader(dataset, num_workers=best[0])}
@@ -49,8 +49,8 @@ def check_pipeline_choice(exercise: str, num_workers: object, training_threads: 
                              num_threads={"your choice": training_threads, "best measured": best[1]})
     ratio = paired_ratio(rates["best measured"], rates["your choice"], higher_is_better=True)
     if ratio.high >= 1.0:
-        return say(PASS, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
+        return announce(PASS, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
                     f"({best[0]} workers, {best[1]} threads): as fast, within the interval.", True)
-    return say(FAIL, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
+    return announce(FAIL, exercise, f"your choice trains at {ratio} the rate of the best measured configuration "
                 f"({best[0]} workers, {best[1]} threads). Count the threads that want a core: the workers, "
                 "the training threads, and the cores there are.", False)

@@ -24,8 +24,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from helpers.core.rounds import round_order
+from helpers.core.validate import require_int
 from helpers.workload.data import upsample
-from helpers.support.validate import require_int
+from helpers.support.course_folder import course_folder
 
 CACHE_ENV = "COURSE_CACHE"
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -35,10 +36,8 @@ def cache_root() -> Path:
     """$COURSE_CACHE if set, else .cache/ at the course root (the folder with book.toml), else ~/.cache."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    for folder in [Path.cwd(), *Path.cwd().parents]:
-        if (folder / "book.toml").exists():
-            return folder / ".cache"
-    return Path.home() / ".cache" / "dl-perf-course"
+    folder = course_folder()
+    return folder / ".cache" if folder else Path.home() / ".cache" / "dl-perf-course"
 
 
 def _tinted(gray: torch.Tensor, label: int, generator: torch.Generator) -> torch.Tensor:
@@ -243,11 +242,6 @@ def write_shard(paths: Sequence[Path], shard: Path) -> tuple[Path, bool]:
     np.save(offsets_file, np.array(offsets, dtype=np.int64))
     partial.replace(shard)  # the shard appears whole or not at all
     return shard, True
-
-
-def time_cold_and_warm_reads(paths: Sequence[Path], *, rounds: int = 3) -> dict[str, list[float]]:
-    """Seconds to read the files, per round: first just after evicting them (cold), then again (warm)."""
-    return time_reads_interleaved({"files": paths}, rounds=rounds)["files"]
 
 
 def time_reads_interleaved(groups: Mapping[str, Sequence[Path]], *,

@@ -23,7 +23,7 @@ from helpers.core.amp import amp_train_step, make_grad_scaler
 from helpers.core.claims import Ratio, paired_ratio
 from helpers.core.measure import measure_latency, synchronize, torch_threads
 from helpers.core.rounds import round_order
-from helpers.support.validate import require_instance, require_int
+from helpers.core.validate import require_instance, require_int
 
 
 def make_loader(

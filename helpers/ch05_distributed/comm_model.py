@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpers.support.validate import require_int, require_number
+from helpers.core.validate import require_int, require_number
 
 # Bandwidth per direction in bytes per second, from the link's published data rate.
 PUBLISHED_LINKS_BYTES_PER_S = {

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import psutil
 
-from helpers.support.logs import NOISE_MARKERS
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
+from helpers.support.logs import is_noise
 
 STOP_GRACE_S = 5.0
 
@@ -133,7 +133,7 @@ def _pump(proc: subprocess.Popen, lines: list[str], echo: bool, label: str) -> N
     """Copy a process's output lines into `lines` (and print them), dropping the profiler's noise."""
     for raw in proc.stdout:
         line = label + raw.rstrip("\n")
-        if any(marker in line for marker in NOISE_MARKERS):
+        if is_noise(line):
             continue
         lines.append(line)
         if echo:

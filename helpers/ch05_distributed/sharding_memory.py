@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from helpers.support.validate import require_choice, require_int, require_number
+from helpers.core.validate import require_choice, require_int, require_number
 
 # (weight, gradient, optimizer state) bytes per parameter.
 OPTIMIZER_STATES = {"fp32 Adam": (4, 4, 8), "mixed-precision Adam": (2, 2, 12)}
@@ -28,12 +28,6 @@ def bytes_per_parameter(precision: str, stage: str, workers: int) -> float:
     require_int("workers", workers, minimum=1)
     parts = dict(zip(("weight", "gradient", "optimizer"), OPTIMIZER_STATES[precision]))
     return sum(size / workers if part in STAGES[stage] else size for part, size in parts.items())
-
-
-def largest_model_parameters(memory_bytes: float, precision: str, stage: str, workers: int) -> float:
-    """The most parameters whose training state fits in memory_bytes per worker (activations not counted)."""
-    require_number("memory_bytes", memory_bytes, strictly_positive=True)
-    return memory_bytes / bytes_per_parameter(precision, stage, workers)
 
 
 def workers_needed(parameters: float, memory_bytes: float, precision: str) -> int:

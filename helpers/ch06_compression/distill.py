@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
 
 TARGETS = ("labels only", "teacher's hard labels", "teacher's soft targets")
 

@@ -9,8 +9,8 @@ import torch
 import helpers.ch06_compression.quantize  # noqa: F401 (first: it quietens the log line that importing torchao prints)
 from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, quantize_affine  # noqa: E402
 
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, say
-from helpers.support.validate import require_callable
+from helpers.core.validate import require_callable
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce
 
 
 def reference_uint8(values: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -46,9 +46,9 @@ def check_uint8_quantizer(exercise: str, candidate: Callable[[torch.Tensor], obj
     for index, values in enumerate(cases, start=1):
         got = candidate(values)
         if got is None or got is Ellipsis:
-            return say(TODO, exercise, f"not implemented yet: {candidate.__name__} returned {got!r}.", False)
+            return announce(TODO, exercise, f"not implemented yet: {candidate.__name__} returned {got!r}.", False)
         problem = _compare(got, values)
         if problem:
-            return say(FAIL, exercise, f"case {index}: {problem}. The range must include 0; z is the code that 0 "
+            return announce(FAIL, exercise, f"case {index}: {problem}. The range must include 0; z is the code that 0 "
                         "maps to.", False)
-    return say(PASS, exercise, f"scale, zero point and codes match torchao's on all {len(cases)} cases.", True)
+    return announce(PASS, exercise, f"scale, zero point and codes match torchao's on all {len(cases)} cases.", True)

@@ -23,7 +23,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa
 )
 from torchao.utils import should_reduce_range  # noqa: E402
 
-from helpers.support.validate import require_instance, require_int  # noqa: E402
+from helpers.core.validate import require_instance, require_int  # noqa: E402
 
 # Warnings that Inductor and torchao raise from their own code while compiling quantized graphs (not actionable here).
 INTERNAL_COMPILE_WARNINGS = ("To copy construct from a tensor", ".*does not implement _stable_hash_for_caching")

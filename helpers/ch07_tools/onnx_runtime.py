@@ -15,7 +15,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader
 
 from helpers.core.hardware import cpu_flags
-from helpers.support.validate import require_choice, require_int
+from helpers.core.validate import require_choice, require_int
 
 GRAPH_LEVELS = {
     "off": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -17,13 +17,13 @@ import pandas as pd
 from torch.autograd import DeviceType
 from torch.profiler import profile
 
-from helpers.support.logs import NOISE_MARKERS
-from helpers.support.validate import require_instance, require_int
+from helpers.core.validate import require_instance, require_int
+from helpers.support.logs import is_noise
 
 
 @contextlib.contextmanager
 def quiet_profiler_logs() -> Iterator[None]:
-    """Drop the profiler's native noise lines (NOISE_MARKERS) from stderr; pass every other line through."""
+    """Drop the profiler's native noise lines (support/logs.py) from stderr; pass every other line through."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -35,7 +35,7 @@ def quiet_profiler_logs() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines():
-                if line.strip() and not any(marker in line for marker in NOISE_MARKERS):
+                if line.strip() and not is_noise(line):
                     print(line, file=sys.stderr)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                 "INT64": torch.int64}

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from IPython.display import Markdown
 
 from helpers.core.hardware import HardwareReport
-from helpers.support.validate import require_instance
+from helpers.core.validate import require_instance
 
 GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy")
 # What each ledger technique is for, in the learner's words. A result is filed under the goal its metric measures

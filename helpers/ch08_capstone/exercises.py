@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from helpers.core.validate import require_number
 from helpers.support.checks import Verdict, check_choice
-from helpers.support.validate import require_number
 from helpers.ch08_capstone.waterfall import plan_candidates
 
 NONE = "none"

@@ -9,8 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from helpers.core.validate import require_number
 from helpers.support.plots import BASELINE_COLOR, VARIANT_COLOR, title_with_hardware
-from helpers.support.validate import require_number
 from helpers.ch08_capstone.waterfall import PAYS, within_budget
 
 OVER_BUDGET_COLOR, FLAT_COLOR, LOSS_COLOR = "#d62728", "#bdbdbd", "#ff7f0e"

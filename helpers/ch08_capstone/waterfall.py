@@ -13,7 +13,7 @@ import torch
 from helpers.core.accuracy import wilson_interval
 from helpers.core.claims import timing_ratio
 from helpers.core.measure import Timing
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
 
 PAYS = ("gain", "baseline")  # a stage's own step pays when its interval is above 1 (the baseline counts as paying)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from helpers.support.validate import require_int, require_number
+from helpers.core.validate import require_int, require_number
 
 
 def fold_table(accuracies: Mapping[str, Sequence[float]]) -> pd.DataFrame:

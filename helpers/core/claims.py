@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from helpers.support.validate import require_choice, require_int, require_number
+from helpers.core.validate import require_choice, require_int, require_number
 
 VERDICTS = ("holds", "does not hold here", "inconclusive")
 DIRECTIONS = ("at least", "at most")

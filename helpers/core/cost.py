@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers.support.validate import require_instance
+from helpers.core.validate import require_instance
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

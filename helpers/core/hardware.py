@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.support.validate import require_choice
+from helpers.core.validate import require_choice
 
 DEVICE_KINDS = ("cuda", "mps", "cpu")
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from helpers.core.rounds import round_order
-from helpers.support.validate import require_callable, require_instance, require_int, require_number
+from helpers.core.validate import require_callable, require_instance, require_int, require_number
 
 # torch.utils.benchmark imports cpp_extension, which logs a warning on CUDA builds without a GPU.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -224,22 +224,6 @@ def compare_variants(
         require_int("items_per_call", items_per_call, minimum=1)
     timings = measure_interleaved(variants, rounds=rounds, min_run_time=min_run_time)
     return timing_table(timings, baseline=baseline, items_per_call=items_per_call)
-
-
-def time_layers(model: torch.nn.Sequential, x: torch.Tensor, *, min_run_time: float = 0.1) -> pd.DataFrame:
-    """Median latency of each layer of a Sequential model, fed the input it really receives in a forward pass."""
-    require_instance("model", model, torch.nn.Sequential)
-    require_instance("x", x, torch.Tensor)
-    require_number("min_run_time", min_run_time, strictly_positive=True)
-    rows = []
-    with torch.inference_mode():
-        for index, layer in enumerate(model):
-            timing = measure_latency(lambda layer=layer, x=x: layer(x), min_run_time=min_run_time)
-            rows.append({"layer": index, "kind": type(layer).__name__, "median_ms": timing.median_ms})
-            x = layer(x)
-    table = pd.DataFrame(rows).set_index("layer")
-    table["share"] = table["median_ms"] / table["median_ms"].sum()
-    return table
 
 
 def time_layers_interleaved(

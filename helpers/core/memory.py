@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from helpers.support.validate import require_int, require_number
+from helpers.core.validate import require_int, require_number
 
 
 def _process_memory_bytes(proc: psutil.Process) -> int:

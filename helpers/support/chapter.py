@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from helpers.core.hardware import HardwareReport, hardware_report
+from helpers.core.validate import require_int
 from helpers.support.plots import apply_style
-from helpers.support.validate import require_int
 
 STRICT_WARNINGS_ENV = "COURSE_STRICT_WARNINGS"
 OUR_CODE = r"(__main__|helpers(\..*)?)\Z"

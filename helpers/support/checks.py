@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 
-from helpers.support.validate import require_callable, require_number
+from helpers.core.validate import require_callable, require_number
 
 PASS, FAIL, TODO = "✅", "❌", "⏳"
 
@@ -27,7 +27,7 @@ class Verdict:
         """Display nothing: the printed sentence is the verdict."""
 
 
-def say(mark: str, exercise: str, message: str, passed: bool) -> Verdict:
+def announce(mark: str, exercise: str, message: str, passed: bool) -> Verdict:
     """Print the verdict line (mark, exercise, message) and return it as a Verdict."""
     print(f"{mark} {exercise}: {message}")
     return Verdict(passed)
@@ -42,26 +42,26 @@ def check_number(exercise: str, answer: object, expected: float, *, rtol: float 
     """Compare a numeric answer with the expected value within a relative tolerance; print why it fails."""
     require_number("rtol", rtol, minimum=0)
     if answer is None or answer is Ellipsis:
-        return say(TODO, exercise, "not answered yet: replace the `...` with your answer and re-run this cell.", False)
+        return announce(TODO, exercise, "not answered yet: replace the `...` with your answer and re-run this cell.", False)
     if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        return say(FAIL, exercise, f"expected a number, got {type(answer).__name__} {answer!r}.", False)
+        return announce(FAIL, exercise, f"expected a number, got {type(answer).__name__} {answer!r}.", False)
     if is_close(float(answer), expected, rtol):
-        return say(PASS, exercise, "correct.", True)
+        return announce(PASS, exercise, "correct.", True)
     direction = "too high" if answer > expected else "too low"
     if not 0.5 <= answer / expected <= 2:
         direction += ", by more than a factor of 2"
-    return say(FAIL, exercise, f"{float(answer):.4g} is {direction}. {hint}".rstrip(), False)
+    return announce(FAIL, exercise, f"{float(answer):.4g} is {direction}. {hint}".rstrip(), False)
 
 
 def check_choice(exercise: str, answer: object, expected: str, choices: Sequence[str], *, hint: str = "") -> Verdict:
     """Check a one-word answer such as 'memory' or 'compute' against the expected one; say what is allowed."""
     if answer is None or answer is Ellipsis:
-        return say(TODO, exercise, "not answered yet: replace the `...` with your answer and re-run this cell.", False)
+        return announce(TODO, exercise, "not answered yet: replace the `...` with your answer and re-run this cell.", False)
     if answer not in choices:
-        return say(FAIL, exercise, f"answer one of {', '.join(repr(c) for c in choices)}; got {answer!r}.", False)
+        return announce(FAIL, exercise, f"answer one of {', '.join(repr(c) for c in choices)}; got {answer!r}.", False)
     if answer == expected:
-        return say(PASS, exercise, "correct.", True)
-    return say(FAIL, exercise, f"not {answer!r}. {hint}".rstrip(), False)
+        return announce(PASS, exercise, "correct.", True)
+    return announce(FAIL, exercise, f"not {answer!r}. {hint}".rstrip(), False)
 
 
 def _short_repr(value: object) -> str:
@@ -86,7 +86,7 @@ def check_function(
         got = candidate(*args)
         shown = ", ".join(_short_repr(a) for a in args)
         if got is None or got is Ellipsis:
-            return say(TODO, exercise, f"not implemented yet: {getattr(candidate, '__name__', 'it')}({shown}) returned {got!r}.", False)
+            return announce(TODO, exercise, f"not implemented yet: {getattr(candidate, '__name__', 'it')}({shown}) returned {got!r}.", False)
         if isinstance(got, bool) or not isinstance(got, numbers.Real) or not is_close(float(got), expected, rtol):
-            return say(FAIL, exercise, f"for ({shown}) expected {expected:.6g}, got {got!r}. {hint}".rstrip(), False)
-    return say(PASS, exercise, f"correct on all {len(cases)} cases.", True)
+            return announce(FAIL, exercise, f"for ({shown}) expected {expected:.6g}, got {got!r}. {hint}".rstrip(), False)
+    return announce(PASS, exercise, f"correct on all {len(cases)} cases.", True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core.claims import Claim, Ratio
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
+from helpers.support.course_folder import course_folder
 
 LEDGER_ENV = "COURSE_LEDGER"
 # The chapters that write to the ledger and their notebooks (book.toml lists the same; a test keeps them equal).
@@ -26,11 +27,7 @@ def ledger_path() -> Path:
     """$COURSE_LEDGER if set, else results/ledger.json at the course root (the folder with book.toml)."""
     if os.environ.get(LEDGER_ENV):
         return Path(os.environ[LEDGER_ENV])
-    here = Path.cwd().resolve()
-    for folder in [here, *here.parents]:
-        if (folder / "book.toml").exists():
-            return folder / "results" / "ledger.json"
-    return here / "results" / "ledger.json"
+    return (course_folder() or Path.cwd().resolve()) / "results" / "ledger.json"
 
 
 @dataclass(frozen=True)

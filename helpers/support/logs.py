@@ -7,3 +7,8 @@ The profiler (chapter 7) and the torchrun launcher (chapter 5) both filter them 
 # stop, "gpuGetDeviceCount failed" on a CUDA build of torch without a GPU, and a note that memory
 # allocated before profiling began cannot be matched with its release. None of them is about the code.
 NOISE_MARKERS = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size was allocated before")
+
+
+def is_noise(line: str) -> bool:
+    """Whether a line of stderr is one of torch's native noise lines (NOISE_MARKERS)."""
+    return any(marker in line for marker in NOISE_MARKERS)

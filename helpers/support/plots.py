@@ -9,7 +9,7 @@ from IPython import get_ipython
 from IPython.core.pylabtools import select_figure_formats
 from matplotlib.figure import Figure
 
-from helpers.support.validate import require_number
+from helpers.core.validate import require_number
 
 STYLE = {
     "figure.figsize": (7.5, 3.6),

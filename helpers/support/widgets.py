@@ -9,7 +9,7 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from IPython.display import HTML
 
-from helpers.support.validate import require_callable
+from helpers.core.validate import require_callable
 
 RECOVERABLE = (ValueError, TypeError, RuntimeError, MemoryError)
 

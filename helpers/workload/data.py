@@ -10,9 +10,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from helpers.support.validate import require_int, require_number
+from helpers.core.validate import require_int, require_number
 
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

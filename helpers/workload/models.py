@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:

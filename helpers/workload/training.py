@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from helpers.core.amp import amp_train_step, make_grad_scaler
-from helpers.support.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_instance, require_int, require_number
 
 
 def train_epochs(

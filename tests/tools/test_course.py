@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from helpers.support.ledger import COURSE_NOTEBOOKS
-from tools.course import ROOT, chapter_table_markdown, launch_badges, load_course
+from tools.course import ROOT, launch_badges, load_course
 
 COURSE = load_course()
 
@@ -65,11 +65,6 @@ def test_notebook_has_stored_outputs_and_the_course_kernel(chapter):
     assert all(c.execution_count is not None for c in code), "run `make execute` to store outputs"
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
     assert nb.metadata["kernelspec"]["name"] == "dl-perf-course"
-
-
-def test_readme_chapter_table_is_current():
-    assert chapter_table_markdown(COURSE) in (ROOT / "README.md").read_text(), "run `make readme`"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "readme.py"), "--check"], check=True)
 
 
 def test_environment_yml_installs_requirements_txt_with_the_same_python():

@@ -1,4 +1,4 @@
-"""Tests of helpers/ch01_measure/: the code chapter 1 teaches with, its exercise checks and charts."""
+"""Tests of helpers/ch01_measure/: the phases of a training step, busy cores, the benchmark-loop exercise check."""
 
 import time
 

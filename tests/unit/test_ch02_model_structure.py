@@ -1,12 +1,16 @@
-"""Pruning criteria and per-layer ratios, cross-validation folds, and the roofline helpers of chapter 2."""
+"""Tests of helpers/ch02_model_structure/: separable layers, pruning, the zoo, the roofline, the exercise answers."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from helpers.ch02_model_structure.exercises import (
+    best_ratio_within, big_layer_kinds, depthwise_flop_share, expected_pruned_ms, least_shrunk_kind,
+)
 from helpers.ch02_model_structure.layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
-from helpers.ch02_model_structure.pruning import filter_importance, l1_filter_ranking, per_conv_ratios, prune_channels
+from helpers.ch02_model_structure.pruning import filter_importance, per_conv_ratios, prune_channels
 from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity, measure_roofs
 from helpers.ch02_model_structure.zoo import ARCHITECTURES, build_architecture, published_gflops, published_top1
 from helpers.core.cost import count_flops, count_parameters, serialized_size_bytes
@@ -133,7 +137,7 @@ def test_prune_channels_keeps_the_largest_filters():
         model[0].weight.copy_(torch.arange(1, 5, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 3, 3))
     pruned = prune_channels(model, 0.5)
     assert torch.equal(pruned[0].weight, model[0].weight[[2, 3]])
-    assert torch.equal(l1_filter_ranking(model[0]), torch.tensor([3, 2, 1, 0]))
+    assert torch.equal(filter_importance(model[0], None).argsort(descending=True), torch.tensor([3, 2, 1, 0]))
 
 
 def test_pruning_ratio_zero_is_an_exact_copy():
@@ -161,3 +165,20 @@ def test_zoo_builds_every_architecture_without_downloading():
     assert published_top1("resnet18") == 69.758
     with pytest.raises(ValueError, match="must be one of"):
         build_architecture("vgg_tiny")
+
+
+def test_the_exercise_answers_are_computed_from_the_chapter_s_tables():
+    assert depthwise_flop_share(128, 5) == pytest.approx(25 / (25 + 128), rel=0.02)
+    dense = pd.Series({"Conv2d": 8.0, "ReLU": 1.0, "Linear": 0.5, "total": 9.5})
+    pruned = pd.Series({"Conv2d": 2.0, "ReLU": 0.9, "Linear": 0.25, "total": 3.15})
+    assert expected_pruned_ms(dense) == pytest.approx(8 / 4 + 1 / 2 + 0.5 / 2)
+    assert big_layer_kinds(dense) == ["Conv2d", "ReLU"]
+    assert least_shrunk_kind(dense, pruned) == "ReLU"  # 1.1x against the 2x assumed; the convolutions made their 4x
+    sweep = pd.DataFrame({"validation accuracy": [0.95, 0.94, 0.90], "latency_ms (batch 64)": [3.0, 2.0, 1.0]},
+                         index=[0.0, 0.25, 0.5])
+    assert best_ratio_within(sweep, 3.0) == 0.25
+    assert best_ratio_within(sweep, 10.0) == 0.5
+    with pytest.raises(TypeError, match="dense_ms"):
+        expected_pruned_ms([1.0])
+    with pytest.raises(ValueError, match="points"):
+        best_ratio_within(sweep, -1)

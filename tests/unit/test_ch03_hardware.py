@@ -1,4 +1,4 @@
-"""Tests of helpers/ch03_hardware/: the code chapter 3 teaches with, its exercise checks and charts."""
+"""Tests of helpers/ch03_hardware/: the precision sweep, the GPU-only measurements, compile timing, exercise checks."""
 
 import dataclasses
 import gc

@@ -1,4 +1,4 @@
-"""The on-disk digits dataset, the RAM caches and the DataLoader measurements of chapter 4."""
+"""Tests of helpers/ch04_data_pipeline/: the digits on disk, the RAM caches, DataLoader measurements, exercises."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from helpers.ch04_data_pipeline.exercises import check_throughput_prediction
 from helpers.ch04_data_pipeline.images import (
     BatchedCache, DecodedCache, ObjectListCache, RecordArrays, RecordList, cache_root, evict_from_page_cache,
-    file_index, image_folder, read_bytes, time_cold_and_warm_reads, write_digit_images, write_shard,
+    file_index, image_folder, read_bytes, time_reads_interleaved, write_digit_images, write_shard,
 )
 from helpers.ch04_data_pipeline.loading import (
     make_loader, measure_loader, measure_training, normalize_batch, training_throughput,
@@ -186,12 +186,12 @@ def test_cold_and_warm_reads_are_timed_per_round(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(b"x" * 100_000)
     evict_from_page_cache([path])
-    seconds = time_cold_and_warm_reads([path], rounds=2)
+    seconds = time_reads_interleaved({"files": [path]}, rounds=2)["files"]
     assert set(seconds) == {"cold", "warm"} and all(len(v) == 2 and min(v) > 0 for v in seconds.values())
     with pytest.raises(ValueError, match="at least one file"):
-        time_cold_and_warm_reads([])
+        time_reads_interleaved({"files": []})
     with pytest.raises(ValueError, match="rounds"):
-        time_cold_and_warm_reads([path], rounds=0)
+        time_reads_interleaved({"files": [path]}, rounds=0)
 
 
 @pytest.mark.parametrize(("setting", "value", "error"), [
@@ -396,7 +396,6 @@ def test_worker_pids_come_from_the_worker_processes():
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="eviction needs os.posix_fadvise (Linux)")
 def test_reads_of_several_groups_are_interleaved_per_round(tmp_path):
-    from helpers.ch04_data_pipeline.images import time_reads_interleaved
 
     small = [tmp_path / f"{i}.bin" for i in range(3)]
     for path in small:

@@ -1,4 +1,5 @@
-"""Chapter 5: torchrun launches leave no process behind, DDP is correct, a restart loses nothing; the cost model."""
+"""Tests of helpers/ch05_distributed/: launches leave no process behind, DDP is correct, a restart loses nothing;
+the cost model, the memory arithmetic, the charts and the exercise checks."""
 
 import math
 import signal
@@ -16,11 +17,13 @@ import torch
 import helpers.ch05_distributed.jobs.ddp as job_ddp
 import helpers.ch05_distributed.jobs.resume as job_resume
 from helpers.ch05_distributed.comm_model import (
-    AlphaBeta, bucket_sizes, fit_alpha_beta, predict_step, ring_allreduce_bytes_per_worker,
+    AlphaBeta, bucket_sizes, fit_alpha_beta, predict_step, ring_allreduce_bytes_per_worker, scaling_table,
 )
 from helpers.ch05_distributed.exercises import check_bucketed_allreduce_ms, check_gpu_count
+from helpers.ch05_distributed.jobs.common import digits_mlp, flat_parameters, job_parser
 from helpers.ch05_distributed.launch import launch, launch_nodes, torchrun_command
-from helpers.ch05_distributed.sharding_memory import bytes_per_parameter, largest_model_parameters, workers_needed
+from helpers.ch05_distributed.plots import plot_allreduce_fit, plot_scaling
+from helpers.ch05_distributed.sharding_memory import bytes_per_parameter, workers_needed
 from tests.conftest import ROOT
 
 
@@ -235,7 +238,6 @@ def test_sharding_memory_arithmetic():
     assert bytes_per_parameter("fp32 Adam", "DDP (replicated)", 8) == 16
     assert bytes_per_parameter("mixed-precision Adam", "ZeRO-1", 4) == 2 + 2 + 3
     assert bytes_per_parameter("mixed-precision Adam", "ZeRO-3 / FSDP full shard", 8) == 2
-    assert largest_model_parameters(80e9, "mixed-precision Adam", "DDP (replicated)", 64) == 5e9
     assert workers_needed(13e9, 80e9, "mixed-precision Adam") == math.ceil(13 * 16 / 80)
     with pytest.raises(ValueError, match="precision"):
         bytes_per_parameter("fp8 Adam", "ZeRO-1", 2)
@@ -251,3 +253,32 @@ def test_a_job_imports_only_what_it_needs(job):
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert printed.stdout.strip() == "[]"
+
+
+def test_the_all_reduce_chart_shows_every_round_and_the_fit():
+    sizes = [1_000, 100_000, 10_000_000]
+    link = AlphaBeta(latency_s=20e-6, bandwidth_bytes_per_s=5e9)
+    seconds = [[link.allreduce_s(size, 2) * factor for factor in (0.9, 1.1)] for size in sizes]  # a row per size
+    figure = plot_allreduce_fit(sizes, seconds, link, world=2, hardware="test CPU")
+    assert "test CPU" in figure._suptitle.get_text()
+    time_axis, bandwidth_axis = figure.axes
+    assert len(time_axis.collections) == len(bandwidth_axis.collections) == 2  # one set of points per round
+
+
+def test_the_scaling_chart_draws_one_line_per_link_and_overlap():
+    links = {"slow": AlphaBeta(50e-6, 1e9), "fast": AlphaBeta(5e-6, 50e9)}
+    step = {"compute_s": 0.05, "backward_s": 0.03, "gradient_bytes": 40e6, "bucket_bytes": 25 * 2**20}
+    tables = {f"overlap {o}": scaling_table([1, 2, 4, 8], links, overlap=o, **step) for o in (True, False)}
+    figure = plot_scaling(tables, {1: 0.05, 2: 0.06}, hardware="test CPU")
+    time_axis = figure.axes[0]
+    assert len(time_axis.get_lines()) == 2 * len(links)
+    assert "test CPU" in figure._suptitle.get_text()
+
+
+def test_the_jobs_share_one_model_and_one_parameter_vector():
+    first, second = digits_mlp(hidden=16, depth=2, seed=3), digits_mlp(hidden=16, depth=2, seed=3)
+    assert torch.equal(flat_parameters(first), flat_parameters(second))  # every rank starts from the same weights
+    assert flat_parameters(first).numel() == sum(p.numel() for p in first.parameters())
+    assert first(torch.rand(4, 64)).shape == (4, 10)
+    parsed = job_parser("a job").parse_args(["--result", "out.json"])
+    assert str(parsed.result) == "out.json"

@@ -1,5 +1,5 @@
-"""Chapter 6's helpers: the distillation loss and loop, int8 quantization (PT2E), the compression charts, and
-book.toml's chapter numbering with gaps. Tiny models on random 16x16 images, a few steps each."""
+"""Tests of helpers/ch06_compression/: the distillation loss and loop, int8 quantization (PT2E), the charts, the
+exercise check. Tiny models on random 16x16 images, a few steps each."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""Chapter 7's helpers: profiler tables, the trace picture, ONNX Runtime plumbing, ResNet-18, the TensorRT checks."""
+"""Tests of helpers/ch07_tools/: profiler tables, the trace picture, ONNX Runtime, ResNet-18, the TensorRT checks."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from helpers.ch07_tools.onnx_runtime import (
 from helpers.ch07_tools.profiling import (
     calls_per_step, hot_operators, largest_allocations, quiet_profiler_logs, region_table, step_ms,
 )
+from helpers.ch07_tools.resnet import ResNet18
 from helpers.ch07_tools.tensorrt_engine import tensorrt_missing
 from helpers.ch07_tools.tensorrt_names import (
     REMOVED, bindings_library, check_names, read_names, removed_names_table, tensorrt_names_used,
@@ -186,3 +187,16 @@ def test_no_removed_tensorrt_name_in_the_course_code():
     files = sorted((ROOT / "helpers").rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))
     used = {path.name: _names_in_code(path) & (set(REMOVED) | {"INT8", "BF16"}) for path in files}
     assert not {name: names for name, names in used.items() if names}
+
+
+def test_resnet18_is_torchvision_resnet18():
+    torchvision = pytest.importorskip("torchvision")
+    theirs = torchvision.models.resnet18(num_classes=10).eval()
+    ours = ResNet18(num_classes=10).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(images), theirs(images))
+    with pytest.raises(ValueError):
+        ResNet18(num_classes=0)

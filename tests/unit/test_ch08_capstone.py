@@ -1,4 +1,5 @@
-"""Chapter 8's helpers: the waterfall table, budget and plan; its charts; the decision guide; the class report."""
+"""Tests of helpers/ch08_capstone/: the waterfall, budget and plan; charts; the decision guide; the class report;
+the package versions."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from helpers.ch08_capstone.class_report import class_report_html, hardware_group
 from helpers.ch08_capstone.decision_guide import decision_guide, likely_reason, ratio_text
 from helpers.ch08_capstone.exercises import check_latency_plan, check_plan_without
 from helpers.ch08_capstone.plots import plot_ledger, plot_waterfall
+from helpers.ch08_capstone.versions import installed_version
 from helpers.ch08_capstone.waterfall import (
     Stage, budget_is_clear, deployment_plan, flat_step_reason, paired_change_points, waterfall_table, within_budget,
 )
@@ -245,3 +247,14 @@ def test_the_class_report_page_is_written_and_looked_at_in_chromium(tmp_path, ch
 
 def test_an_empty_class_still_gives_a_page():
     assert "No usable entries" in class_report_html([])
+
+
+def test_installed_version_is_the_version_that_runs():
+    name, number = installed_version("torch").split(" ")
+    assert name == "torch" and number == torch.__version__.split("+")[0]  # the wheel's metadata omits +cu130
+
+
+def test_a_missing_package_is_said_to_be_missing():
+    assert installed_version("no-such-package-here") == "no-such-package-here: not installed here"
+    with pytest.raises(TypeError, match="distribution"):
+        installed_version(None)

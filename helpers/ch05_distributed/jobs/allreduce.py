@@ -28,6 +28,7 @@ def repeats_for(size_bytes: int) -> int:
 
 
 def main() -> None:
+    """Run in each process torchrun starts: time all-reduces of every size; rank 0 writes the result."""
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--smallest-bytes", type=int, default=8)
     parser.add_argument("--largest-bytes", type=int, default=32 * 1024 ** 2)

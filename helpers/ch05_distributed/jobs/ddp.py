@@ -277,6 +277,7 @@ def measure_scaling(x: torch.Tensor, y: torch.Tensor, *, per_rank: int, rounds: 
 
 
 def main() -> None:
+    """Run in each process torchrun starts: check DDP against one process, then time its knobs."""
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--per-rank-batch", type=int, default=32)

@@ -66,6 +66,7 @@ def time_thread_counts(x: torch.Tensor, y: torch.Tensor, *, threads: int, rounds
 
 
 def main() -> None:
+    """Run in each process torchrun starts: train with checkpoints, resuming from the newest complete one."""
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=30)

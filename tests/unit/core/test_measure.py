@@ -8,7 +8,7 @@ import torch
 
 from helpers.core.measure import (
     Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency, measure_percentiles,
-    throughput, time_layers, time_layers_interleaved, timing_table,
+    throughput, time_layers_interleaved, timing_table,
 )
 from helpers.workload.models import small_cnn
 
@@ -132,16 +132,8 @@ def test_compare_variants_rejects_an_unknown_baseline_or_no_variants():
         compare_variants({})
 
 
-def test_time_layers_gives_one_row_per_layer_and_shares_that_sum_to_one():
-    model = small_cnn((4, 8))
-    table = time_layers(model, torch.randn(2, 1, 16, 16), min_run_time=0.01)
-    assert list(table["kind"]) == [type(layer).__name__ for layer in model]
-    assert (table["median_ms"] > 0).all()
-    assert table["share"].sum() == pytest.approx(1.0)
-
-
-def test_time_layers_rejects_non_sequential_models_and_non_tensor_inputs():
+def test_time_layers_interleaved_rejects_non_sequential_models_and_non_tensor_inputs():
     with pytest.raises(TypeError, match="model must be a Sequential"):
-        time_layers(torch.nn.Linear(2, 2), torch.randn(1, 2))
-    with pytest.raises(TypeError, match="x must be a Tensor"):
-        time_layers(small_cnn((4,)), [1, 2])
+        time_layers_interleaved({"a": (torch.nn.Linear(2, 2), torch.randn(1, 2))})
+    with pytest.raises(TypeError, match="input must be a Tensor"):
+        time_layers_interleaved({"a": (small_cnn((4,)), [1, 2])})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from helpers.support.validate import require_instance
+from helpers.core.validate import require_instance
 
 
 def installed_version(distribution: str) -> str:

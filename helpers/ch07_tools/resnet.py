@@ -1,5 +1,5 @@
 """ResNet-18 (He et al., 2016) layer for layer as torchvision's `resnet18`, with the same parameter names, so
-that torchvision's state dicts load into it (tests/unit/workload/test_resnet.py checks that both compute the same).
+that torchvision's state dicts load into it (tests/unit/test_ch07_tools.py checks that both compute the same).
 
 Chapter 7 builds it from here instead of importing torchvision: on a CUDA build of PyTorch that import
 alone costs about 160 MB of memory (torchvision's compiled operators), which the chapter's budget
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from helpers.support.validate import require_int
+from helpers.core.validate import require_int
 
 
 class BasicBlock(nn.Module):

@@ -1,8 +1,8 @@
-"""Tests of helpers/support/validate.py."""
+"""Tests of helpers/core/validate.py."""
 
 import pytest
 
-from helpers.support.validate import require_callable, require_choice, require_instance, require_int, require_number
+from helpers.core.validate import require_callable, require_choice, require_instance, require_int, require_number
 
 
 def test_require_int_accepts_ints_and_rejects_bools_floats_and_small_values():
