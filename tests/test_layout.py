@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 HELPERS = ROOT / "helpers"
-SHARED = ("core", "workload", "support")
+SHARED = ("core", "workload", "support")  # in this order: each shared folder imports only those before it
 # Where the course's own code imports helpers from: the chapters' scripts, the package, its tests and tools.
 IMPORTERS = sorted([*(ROOT / "scripts").glob("*.py"), *HELPERS.rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
                     *(ROOT / "tools").glob("*.py")])
@@ -51,11 +51,11 @@ def chapter_number(folder: str) -> int | None:
 
 
 def allowed(importer: str, imported: str) -> bool:
-    """Layering: shared folders import only shared folders; a chapter imports shared folders and chapters up to it."""
+    """Layering: core <- workload <- support <- ch01 <- ... <- ch08; each imports only itself and what is to its left."""
+    if importer in SHARED:
+        return imported in SHARED and SHARED.index(imported) <= SHARED.index(importer)
     if imported in SHARED:
         return True
-    if importer in SHARED:
-        return False
     return chapter_number(imported) <= chapter_number(importer)
 
 

@@ -33,9 +33,9 @@ Every chapter imports its tools from here, each name from the module that define
 at the top of a chapter is also its map: `from helpers.core.measure import measure_interleaved` says
 to open `core/measure.py`. **Read `core/` first**: it is how every number in the course is measured.
 
-Rules the tests hold (`tests/test_layout.py`): `core/`, `workload/` and `support/` never import a
-chapter's folder; a chapter's folder imports only those and earlier chapters; nothing here reads a file
-outside the package at run time.
+Rules the tests hold (`tests/test_layout.py`): each folder imports only the folders listed before it
+here (`core/` imports nothing else, `workload/` only `core/`, a chapter's folder the shared folders and
+earlier chapters); nothing here reads a file outside the package at run time.
 
 (Generated from the modules' docstrings by `make readme`: edit a docstring, not this file.)
 """
