@@ -16,7 +16,7 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup torch-source class-report tensorrt browser lab test book budget claims execute sync readme wheelhouse clean
+.PHONY: setup torch-source class-report tensorrt browser lab test book budget claims colab-check execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
@@ -71,6 +71,9 @@ budget: setup  ## execute every chapter; print wall time and peak memory; fail i
 
 claims: setup  ## benchmark: execute every chapter and print its speed claims with intervals and verdicts
 	$(PY) tools/claims.py $(NB)
+
+colab-check: setup  ## run each chapter alone as on Colab (its Python, its packages, the Colab cell); GPU=1, CHAPTERS="5 6"
+	$(PY) tools/colab_check.py --save $(if $(GPU),--gpu) $(if $(CHAPTERS),--chapters $(CHAPTERS))
 
 execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store their outputs
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("helpers") is None
         "dl-perf-course-helpers @ git+https://github.com/dl-perf-course/dl-performance-workbook@main",
         "torch-pruning==1.6.1",
         "torchao==0.18.0",
-        "onnx==1.23.2",
+        "onnx==1.22.0",
         "onnx-ir==1.1.0",
         "onnxscript==0.7.2",
         "onnxruntime==1.32.0",

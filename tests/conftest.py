@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tools.package import build_helpers_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,12 +67,5 @@ def built_book(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def helpers_wheel(tmp_path_factory) -> Path:
-    """A wheel of the helpers package, built from a copy of the checkout so that build files stay out of it."""
-    folder = tmp_path_factory.mktemp("package")
-    source, wheels = folder / "source", folder / "wheels"
-    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(source), "-w", str(wheels)],
-                   check=True, capture_output=True)
-    return next(wheels.glob("*.whl"))
+    """A wheel of the helpers package, built once per test session from a copy of the checkout."""
+    return build_helpers_wheel(tmp_path_factory.mktemp("package"))

@@ -99,17 +99,24 @@ def freeze_widgets(nb: nbformat.NotebookNode) -> None:
 
 def gpu_run_links(runs: list[ReferenceRun], chapter: Chapter) -> nbformat.NotebookNode | None:
     """A note for the chapter's page linking to its GPU runs, or None if no run has the chapter."""
-    links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb)" for run in runs if run.notebook(chapter)]
+    links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb) ({run.edition(chapter).label})"
+             for run in runs if run.notebook(chapter)]
     if not links:
         return None
     return nbformat.v4.new_markdown_cell(f"*This chapter as executed on a GPU, with that run's tables and figures: "
-                                         f"{'; '.join(links)}.*")
+                                         f"{'; '.join(links)}. A run of an earlier edition executed other code: "
+                                         f"its numbers are that edition's, not comparable with this page's.*")
 
 
 def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode:
     """The first cell of a GPU run's page: what ran where, in place of the chapter's own title cell."""
+    edition = run.edition(chapter)
+    stale = "" if edition.current else (
+        f"**{edition.label}.** This page is not today's chapter: it ran an earlier edition, and {edition.differing} "
+        f"of the chapter's {edition.total} code cells differ from what ran here. Its text and numbers are that "
+        f"edition's, some of them since corrected; do not read them beside the chapter's current run.\n\n")
     return nbformat.v4.new_markdown_cell(
-        f"# Chapter {chapter.number} on {run.gpu}\n\n"
+        f"# Chapter {chapter.number} on {run.gpu}\n\n{stale}"
         f"Chapter {chapter.number}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
         f"(Python {run.python}). The text is the chapter's own, written for any hardware; every table, figure and "
         f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). The course "

@@ -18,9 +18,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.course import colab_setup_source, load_course  # noqa: E402
+from tools.course import COLAB_CELL_MARKER, colab_setup_source, load_course  # noqa: E402
 
-MARKER = "# On Colab only:"
 HIDDEN = {"source_hidden": True}  # JupyterLab shows the cell collapsed; the markdown above says what it is
 
 
@@ -28,7 +27,7 @@ def update_notebook(nb: nbformat.NotebookNode, source: str) -> bool:
     """Make the first code cell the Colab cell, collapsed; return True if the notebook changed."""
     code = [index for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     first = nb.cells[code[0]] if code else None
-    if first is None or not first.source.startswith(MARKER):
+    if first is None or not first.source.startswith(COLAB_CELL_MARKER):
         first = nbformat.v4.new_code_cell("")
         nb.cells.insert(code[0] if code else len(nb.cells), first)
     changed = first.source != source or first.metadata.get("jupyter") != HIDDEN

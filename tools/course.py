@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_TOML = ROOT / "book.toml"
 REFERENCE_RUNS = ROOT / "results" / "gpu"
 VERSION_KEYS = ("gpu", "driver", "cuda", "torch", "python")
 DEFAULT_PEAK_BUDGET_GB = 1.5
+BINDER_MEMORY_GB = 2.0  # mybinder.org's limit for the kernel and every process it starts: no chapter may need more
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class Chapter:
         if self.peak_budget_gb != DEFAULT_PEAK_BUDGET_GB and not self.budget_reason:
             raise ValueError(f"chapter {self.number}: a memory budget other than {DEFAULT_PEAK_BUDGET_GB} GB needs a "
                              "budget_reason that says what was measured")
+        if self.peak_budget_gb > BINDER_MEMORY_GB:
+            raise ValueError(f"chapter {self.number}: a memory budget of {self.peak_budget_gb} GB would not run on "
+                             f"Binder, which allows {BINDER_MEMORY_GB} GB for the kernel and its processes")
 
     @property
     def stem(self) -> str:
@@ -93,6 +100,54 @@ class ReferenceRun:
         path = self.folder / Path(chapter.file).name
         return path if path.exists() else None
 
+    def edition(self, chapter: Chapter) -> Edition | None:
+        """How this run's copy of the chapter compares with the chapter's code today, or None if it has no copy."""
+        copy = self.notebook(chapter)
+        return None if copy is None else compare_code(ROOT / chapter.file, copy)
+
+
+@dataclass(frozen=True)
+class Edition:
+    """A reference run's copy of a chapter against the chapter today: how many of today's code cells it lacks."""
+
+    differing: int
+    total: int
+
+    @property
+    def current(self) -> bool:
+        """True when the run executed every code cell the chapter has today, unchanged."""
+        return self.differing == 0
+
+    @property
+    def label(self) -> str:
+        """What the run is, in words for captions and tables."""
+        if self.current:
+            return "GPU run of this edition"
+        return f"GPU run of an earlier edition, {self.differing} of {self.total} code cells differ"
+
+
+COLAB_CELL_MARKER = "# On Colab only:"  # the generated set-up cell: it runs on Colab only, so it is not compared
+
+
+def code_cells(path: Path) -> list[str]:
+    """The sources of a notebook's code cells, trailing spaces removed, without the Colab set-up cell."""
+    nb = nbformat.read(path, as_version=4)
+    sources = ["\n".join(line.rstrip() for line in cell.source.strip().splitlines())
+               for cell in nb.cells if cell.cell_type == "code"]
+    return [source for source in sources if not source.startswith(COLAB_CELL_MARKER)]
+
+
+def compare_code(chapter: Path, copy: Path) -> Edition:
+    """How many of the chapter's code cells the executed copy does not hold, word for word."""
+    today, ran = code_cells(chapter), Counter(code_cells(copy))
+    differing = 0
+    for source in today:
+        if ran[source]:
+            ran[source] -= 1
+        else:
+            differing += 1
+    return Edition(differing, len(today))
+
 
 def reference_run_name(versions: dict) -> str:
     """Folder name for a run, from its GPU and software versions, e.g. 'nvidia-h200_cuda13.0_torch2.11.0'."""
@@ -122,13 +177,21 @@ def pinned_requirement(name: str, requirements: Path = ROOT / "requirements.txt"
     raise ValueError(f"{name} is not pinned in {requirements}")
 
 
+COLAB_PIP_OPTIONS = ("--quiet", "--no-deps")  # Colab's own torch, numpy, ... stay as Colab ships them
+
+
+def colab_extra_packages(course: Course) -> list[str]:
+    """What the Colab cell installs beside the helpers: book.toml's [colab] packages, pinned as requirements.txt."""
+    return [pinned_requirement(name) for name in course.colab_packages]
+
+
 def colab_setup_source(course: Course) -> str:
     """Every chapter's first code cell: on Colab only, install the helpers (and what Colab lacks) once, quietly."""
-    packages = [f"dl-perf-course-helpers @ git+{course.repository}@{course.branch}",
-                *(pinned_requirement(name) for name in course.colab_packages)]
+    packages = [f"dl-perf-course-helpers @ git+{course.repository}@{course.branch}", *colab_extra_packages(course)]
+    options = "".join(f'"{option}", ' for option in COLAB_PIP_OPTIONS)
     package_lines = "".join(f'        "{package}",\n' for package in packages)
     return (
-        "# On Colab only: install the course's helpers once (elsewhere `make lab` has installed them)\n"
+        f"{COLAB_CELL_MARKER} install the course's helpers once (elsewhere `make lab` has installed them)\n"
         "import importlib.util\n"
         "import subprocess\n"
         "import sys\n"
@@ -137,7 +200,7 @@ def colab_setup_source(course: Course) -> str:
         "    packages = [\n"
         f"{package_lines}"
         "    ]\n"
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *packages], check=True)\n'
+        f'    subprocess.run([sys.executable, "-m", "pip", "install", {options}*packages], check=True)\n'
         "    importlib.invalidate_caches()\n"
         '    print("Colab: installed the course helpers")'
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ earlier chapters); nothing here reads a file outside the package at run time.
 BADGES = ("<!-- badges:start (generated from book.toml by `make readme`) -->", "<!-- badges:end -->")
 CHAPTERS = ("<!-- chapters:start (generated from book.toml by `make readme`) -->", "<!-- chapters:end -->")
 RUNS = ("<!-- runs:start (generated from the notebooks' stored runs by `make readme`) -->", "<!-- runs:end -->")
+COLAB = ("<!-- colab:start (generated from results/colab-check.json by `make readme`) -->", "<!-- colab:end -->")
+COLAB_RESULT = ROOT / "results" / "colab-check.json"
 
 
 def reference_run_time(run: ReferenceRun, chapter) -> str:
@@ -49,6 +52,8 @@ def reference_run_time(run: ReferenceRun, chapter) -> str:
     path = run.notebook(chapter)
     if path is None:
         return "not in this run"
+    if not run.edition(chapter).current:
+        return run.edition(chapter).label.removeprefix("GPU run of ")
     stats = nbformat.read(path, as_version=4).metadata.get("course_run")
     return f"{stats['wall_s']:.0f} s" if stats else "not recorded"
 
@@ -69,6 +74,32 @@ def measured_runs_markdown(course: Course) -> str:
     if runs:
         lines += ["", *(f"The *{r.gpu} run* (`{r.folder.relative_to(ROOT)}`): {r.label}, executed by "
                         "`tools/gpu_run.sh`; the book shows it under each chapter." for r in runs)]
+    return "\n".join(lines)
+
+
+def colab_check_markdown(course: Course) -> str:
+    """The last `make colab-check` (tools/colab_check.py --save): when, which image, one row per chapter."""
+    if not COLAB_RESULT.exists():
+        return "No Colab check has been recorded: run `make colab-check`."
+    check = json.loads(COLAB_RESULT.read_text())
+    image, versions = check["image"], check["versions"]
+    rows = {row["chapter"]: row for row in check["rows"]}
+    lines = [f"Last run {check['date']}, Colab's {check['runtime'].upper()} runtime as published in "
+             f"`{image['repository']}` at `{image['commit'][:7]}` ({image['date']}): "
+             + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".", "",
+             "| # | Result | Wall time |", "|---|---|---|"]
+    for chapter in course.chapters:
+        row = rows.get(chapter.number)
+        if row is None:
+            lines.append(f"| {chapter.number} | not checked | |")
+            continue
+        errors = row["errors"]
+        verdict = "ran, no error" if not errors else (
+            f"failed at code cell {errors[0]['cell']}: {errors[0]['ename']} ({len(errors)} cells failed)")
+        lines.append(f"| {chapter.number} | {verdict} | {row['wall_s']:.0f} s |")
+    widgets = check["widget_tests"]
+    lines += ["", f"The widget helpers' tests with ipywidgets {versions['ipywidgets']}: "
+                  f"{'passed' if widgets['passed'] else 'FAILED'} ({widgets['summary']})."]
     return "\n".join(lines)
 
 
@@ -103,8 +134,20 @@ def generated_files() -> dict[Path, str]:
     """Every file this tool writes, with its fresh content."""
     fresh = {README: render(README.read_text()), HELPERS / "README.md": helpers_readme()}
     for run in load_reference_runs():
-        fresh[SHIPPED_LEDGERS / f"{run.folder.name}.json"] = (run.folder / "ledger.json").read_text()
+        fresh[SHIPPED_LEDGERS / f"{run.folder.name}.json"] = shipped_ledger(run, load_course())
     return fresh
+
+
+def shipped_ledger(run: ReferenceRun, course: Course) -> str:
+    """The run's ledger as chapter 8 gets it: only the chapters whose code it ran as it is today; the rest named."""
+    stored = json.loads((run.folder / "ledger.json").read_text())
+    editions = {chapter.number: run.edition(chapter) for chapter in course.chapters}
+    current = {number for number, edition in editions.items() if edition is not None and edition.current}
+    left_out = [f"chapter {number}: {edition.label}" for number, edition in editions.items()
+                if edition is not None and not edition.current]
+    kept = {key: [item for item in stored.get(key, []) if item.get("chapter") in current]
+            for key in ("entries", "claims")}
+    return json.dumps({**kept, "left_out": left_out}, indent=1) + "\n"
 
 
 def replace_between(text: str, markers: tuple[str, str], content: str) -> str:
@@ -122,6 +165,7 @@ def render(text: str) -> str:
     course = load_course()
     text = replace_between(text, BADGES, course_badges(course))
     text = replace_between(text, CHAPTERS, chapter_table_markdown(course))
+    text = replace_between(text, COLAB, colab_check_markdown(course))
     return replace_between(text, RUNS, measured_runs_markdown(course))
 
 

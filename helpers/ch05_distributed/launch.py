@@ -30,6 +30,10 @@ from helpers.core.validate import require_instance, require_int, require_number
 from helpers.support.logs import is_noise
 
 STOP_GRACE_S = 5.0
+# glibc's malloc serves a block it has once freed from its heap from then on, and the heap of a training process
+# fragments: each rank kept about 180 MB it no longer used (measured with FSDP2, 2 ranks). A fixed threshold makes
+# every block of 128 KiB or more a mapping of its own, returned to the system when the tensor is freed.
+ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 @dataclass
@@ -83,7 +87,7 @@ def torchrun_command(module: str, *, nproc_per_node: int, args: list[str] = (), 
 
 def job_environment(threads_per_process: int | None) -> dict[str, str]:
     """This process's environment with OMP_NUM_THREADS set on purpose (None: leave it to torchrun)."""
-    env = {**os.environ, "KINETO_LOG_LEVEL": "5", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "KINETO_LOG_LEVEL": "5", "PYTHONUNBUFFERED": "1", **ALLOCATOR_SETTINGS}
     env.pop("OMP_NUM_THREADS", None)
     if threads_per_process is not None:
         env["OMP_NUM_THREADS"] = str(require_int("threads_per_process", threads_per_process, minimum=1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import logging
 import time
 import warnings
@@ -79,6 +81,18 @@ def drop_unused_parameters(graph_module: torch.fx.GraphModule) -> torch.fx.Graph
     return graph_module
 
 
+# torch.compile's isolate_recompiles (added in 2026: in torch 2.14) gives each call graphs of its own. Older
+# torch (Colab's 2.11) has no such argument; there, not inlining nn.Modules makes Dynamo guard on the module itself.
+ISOLATED = {"isolate_recompiles": True} if "isolate_recompiles" in inspect.signature(torch.compile).parameters else {}
+
+
+def guard_on_module_identity() -> contextlib.AbstractContextManager:
+    """On torch without isolate_recompiles: compile graphs that only this module object can reuse."""
+    if ISOLATED:
+        return contextlib.nullcontext()
+    return torch._dynamo.config.patch(inline_inbuilt_nn_modules=False)
+
+
 def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: bool = True) -> tuple[Callable, float]:
     """torch.compile for inference, with or without freezing; return the compiled model and its first call's seconds.
 
@@ -88,12 +102,13 @@ def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: 
     copy of the model for each other batch size.
     """
     require_instance("model", model, nn.Module)
-    # isolate_recompiles: every nn.Sequential shares one forward, and without it a later compile of another
-    # Sequential at the same shape would silently reuse this graph (compiled with other settings).
-    compiled = torch.compile(model, dynamic=False, isolate_recompiles=True)
+    # Every nn.Sequential shares one forward, and Dynamo keeps compiled graphs per forward: without isolation a
+    # later compile of another Sequential at the same shape would silently reuse this graph (other settings).
+    compiled = torch.compile(model, dynamic=False, **ISOLATED)
     graphs_before = counters["stats"]["unique_graphs"]
     start = time.perf_counter()
-    with torch.no_grad(), torch._inductor.config.patch(freezing=freezing), warnings.catch_warnings():
+    with torch.no_grad(), torch._inductor.config.patch(freezing=freezing), guard_on_module_identity(), \
+            warnings.catch_warnings():
         for message in INTERNAL_COMPILE_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         compiled(example)

@@ -78,15 +78,17 @@ def read_participant(path: Path) -> Participant:
         return Participant(path.stem, [], [f"not readable as JSON: {error}"])
     if not isinstance(stored, dict) or not isinstance(stored.get("entries"), list):
         return Participant(path.stem, [], ["not a course ledger: no 'entries' list"])
-    entries, problems = [], []
+    # A reference run's shipped ledger names the chapters it ran in an earlier edition (their entries are left out).
+    entries, problems = [], [f"left out, {note}" for note in stored.get("left_out", [])]
     for entry in stored["entries"]:
         problem = entry_problem(entry)
         if problem:
             problems.append(problem)
         else:
             entries.append(entry)
-    if not entries and not problems:
-        problems.append("the ledger holds no entries yet")
+    if not entries:
+        problems.append("the ledger holds no entries from today's chapters" if problems
+                        else "the ledger holds no entries yet")
     return Participant(path.stem, entries, problems)
 
 

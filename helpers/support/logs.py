@@ -5,8 +5,10 @@ The profiler (chapter 7) and the torchrun launcher (chapter 5) both filter them 
 
 # Native log lines the profiler writes to the process's stderr: a USDT probe line at every start and
 # stop, "gpuGetDeviceCount failed" on a CUDA build of torch without a GPU, and a note that memory
-# allocated before profiling began cannot be matched with its release. None of them is about the code.
-NOISE_MARKERS = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size was allocated before")
+# allocated before profiling began cannot be matched with its release; and torch 2.11's warning, in two lines,
+# that a profiler keeps only its own session's events (it warns on every use). None of them is about the code.
+NOISE_MARKERS = ("USDT:", "gpuGetDeviceCount failed", "Memory block of unknown size was allocated before",
+                 "Profiler clears events at the end of each cycle", "_warn_once(")
 
 
 def is_noise(line: str) -> bool:

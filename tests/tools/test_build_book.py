@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT
-from tools.build_book import WIDGET_NOTE, WIDGET_VIEW, freeze_widgets
-from tools.course import load_course
+from tools.build_book import WIDGET_NOTE, WIDGET_VIEW, freeze_widgets, gpu_page
+from tools.course import load_course, load_reference_runs
 
 COURSE = load_course()
 
@@ -84,3 +84,24 @@ def test_book_index_renders_in_chromium(built_book: Path, chromium):
 
 def test_generated_configuration_is_not_committed():
     assert not (ROOT / "_config.yml").exists() and not (ROOT / "_toc.yml").exists()
+
+
+@pytest.mark.slow
+def test_book_labels_every_gpu_run_of_an_earlier_edition_in_chromium(built_book: Path, chromium):
+    """On the chapter's page (its link) and at the top of the run's own page, a reader sees the label first."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    stale = [(run, chapter) for run in load_reference_runs() for chapter in COURSE.chapters
+             if run.notebook(chapter) and not run.edition(chapter).current]
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        for run, chapter in stale:
+            label = run.edition(chapter).label
+            for html, shot in ((f"{chapter.stem}.html", f"book-{chapter.stem}-gpu-link.png"),
+                               (f"{gpu_page(run, chapter)}.html", f"book-{chapter.stem}-gpu-run.png")):
+                page.goto((built_book / html).as_uri())
+                shown = page.get_by_text(label).first
+                shown.scroll_into_view_if_needed()
+                assert shown.is_visible(), f"{html} does not show '{label}'"
+                page.screenshot(path=str(ARTIFACTS / shot))
+    finally:
+        page.close()

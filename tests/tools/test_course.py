@@ -33,9 +33,17 @@ def test_a_larger_memory_budget_needs_its_reason():
     entry = dict(number=9, file="notebooks/ch09_x.ipynb", title="x", minutes=1, hardware="any")
     assert Chapter(**entry).peak_budget_gb == DEFAULT_PEAK_BUDGET_GB
     with pytest.raises(ValueError, match="budget_reason"):
-        Chapter(**entry, peak_budget_gb=3.0)
-    assert Chapter(**entry, peak_budget_gb=3.0, budget_reason="measured 2.8 GB: four processes").peak_budget_gb == 3.0
+        Chapter(**entry, peak_budget_gb=1.8)
+    assert Chapter(**entry, peak_budget_gb=1.8, budget_reason="measured 1.7 GB: four processes").peak_budget_gb == 1.8
     assert [c.number for c in COURSE.chapters if c.peak_budget_gb != DEFAULT_PEAK_BUDGET_GB] == [5]
+
+
+def test_no_chapter_may_need_more_memory_than_binder_gives():
+    from tools.course import BINDER_MEMORY_GB, Chapter
+    entry = dict(number=9, file="notebooks/ch09_x.ipynb", title="x", minutes=1, hardware="any")
+    with pytest.raises(ValueError, match="Binder"):
+        Chapter(**entry, peak_budget_gb=2.5, budget_reason="measured 2.4 GB")
+    assert all(c.peak_budget_gb <= BINDER_MEMORY_GB for c in COURSE.chapters)
 
 
 def test_chapter_five_states_the_budget_book_toml_gives_it():

@@ -12,8 +12,8 @@ import nbformat
 import pytest
 
 from tests.conftest import ROOT
-from tools.build_book import gpu_page, gpu_run_links, toc_yaml
-from tools.course import ReferenceRun, load_course, load_reference_runs, reference_run_name
+from tools.build_book import gpu_page, gpu_run_links, gpu_title_cell, toc_yaml
+from tools.course import ReferenceRun, compare_code, load_course, load_reference_runs, reference_run_name
 from tools.readme import measured_runs_markdown
 
 COURSE = load_course()
@@ -71,6 +71,35 @@ def test_a_versions_file_without_the_gpu_is_refused(tmp_path: Path):
         load_reference_runs(tmp_path)
 
 
+def test_a_copy_of_the_chapter_is_current_and_an_edited_copy_is_an_earlier_edition(tmp_path: Path):
+    chapter = ROOT / COURSE.chapters[0].file
+    nb = nbformat.read(chapter, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    same = tmp_path / "same.ipynb"
+    nbformat.write(nb, same)
+    assert compare_code(chapter, same).current
+    code[-1].source += "\nprint('changed')"
+    code[-2].source = "# another edition"
+    edited = tmp_path / "edited.ipynb"
+    nbformat.write(nb, edited)
+    edition = compare_code(chapter, edited)
+    assert not edition.current and edition.differing == 2
+    assert edition.label == f"GPU run of an earlier edition, 2 of {edition.total} code cells differ"
+
+
+def test_a_stale_run_is_labelled_wherever_it_is_shown():
+    """The README's table gives its edition instead of its time; the book's links and page title cell say it."""
+    table = measured_runs_markdown(COURSE)
+    for run in RUNS:
+        for chapter in (c for c in COURSE.chapters if run.notebook(c)):
+            edition = run.edition(chapter)
+            row = next(line for line in table.splitlines() if line.startswith(f"| {chapter.number} |"))
+            assert (edition.label.removeprefix("GPU run of ") in row) == (not edition.current), row
+            assert edition.label in gpu_run_links(RUNS, chapter).source
+            title = gpu_title_cell(run, chapter).source
+            assert (f"**{edition.label}.**" in title) == (not edition.current)
+
+
 def test_book_puts_each_gpu_run_under_its_chapter_and_links_it():
     toc = toc_yaml(COURSE, RUNS)
     for chapter, entry in zip(COURSE.chapters, toc["chapters"]):
@@ -99,6 +128,7 @@ def test_book_shows_the_gpu_run_with_its_versions(built_book: Path):
         for chapter in (c for c in COURSE.chapters if run.notebook(c)):
             html = (built_book / f"{gpu_page(run, chapter)}.html").read_text()
             assert run.label in html and f"Chapter {chapter.number} on {run.gpu}" in html
+            assert run.edition(chapter).current or run.edition(chapter).label in html
             assert "<img" in html, f"the GPU run of {chapter.stem} shows no figure"
         assert run.folder.name in (built_book / f"{COURSE.chapters[0].stem}.html").read_text()
 

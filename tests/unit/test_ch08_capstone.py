@@ -258,3 +258,13 @@ def test_a_missing_package_is_said_to_be_missing():
     assert installed_version("no-such-package-here") == "no-such-package-here: not installed here"
     with pytest.raises(TypeError, match="distribution"):
         installed_version(None)
+
+
+def test_a_reference_ledger_names_the_chapters_it_left_out(tmp_path):
+    """A shipped reference ledger whose chapters all ran an earlier edition is named as such and skipped."""
+    path = tmp_path / "reference.json"
+    left_out = ["chapter 4: GPU run of an earlier edition, 46 of 51 code cells differ"]
+    path.write_text(json.dumps({"entries": [], "claims": [], "left_out": left_out}))
+    participant = read_participant(path)
+    assert participant.entries == []
+    assert participant.problems == [f"left out, {left_out[0]}", "the ledger holds no entries from today's chapters"]

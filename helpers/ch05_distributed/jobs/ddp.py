@@ -102,18 +102,29 @@ def check_correctness(x: torch.Tensor, y: torch.Tensor, *, steps: int, per_rank:
 
 
 def allreduce_traffic(step: Callable[[], object]) -> dict:
-    """All-reduce calls and bytes of one call of step(), read from the profiler's trace of the collectives."""
+    """All-reduce calls and bytes of one call of step(), read from the profiler's trace of the collectives.
+
+    Two threads record each all-reduce: the training thread when it launches one (c10d::allreduce_, with the
+    bucket's shape) and the communication thread while it sends it (gloo:all_reduce, with the dtype sent). The
+    launches give the calls and sizes: the communication thread's record of the last call may still be open when
+    the profiler stops (its arguments then missing), and torch 2.11 also leaves records of earlier calls there.
+    """
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     with tempfile.TemporaryDirectory() as folder:
         trace_path = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(trace_path))
         events = json.loads(trace_path.read_text())["traceEvents"]
-    calls = [e["args"] for e in events if e.get("name", "").endswith(":all_reduce")]
-    if not calls:
+    launches = [e for e in events if e.get("name") == "c10d::allreduce_"]
+    if not launches:
         raise RuntimeError("the profiler recorded no all-reduce: its trace format may have changed")
-    sizes = [TRACE_TYPE_BYTES[a["Input type"][0]] * torch.Size(a["Input Dims"][0]).numel() for a in calls]
-    return {"calls": len(calls), "bytes": sum(sizes), "dtypes": sorted({a["Input type"][0] for a in calls})}
+    first = min(e["ts"] for e in launches)
+    dtypes = {e["args"]["Input type"][0] for e in events if e.get("name", "").endswith(":all_reduce")
+              and e["ts"] >= first and "Input type" in e.get("args", {})}
+    if len(dtypes) != 1:
+        raise RuntimeError(f"expected the all-reduces of one step to send one dtype, the trace shows {sorted(dtypes)}")
+    elements = sum(torch.Size(e["args"]["Input Dims"][0][0]).numel() for e in launches)
+    return {"calls": len(launches), "bytes": TRACE_TYPE_BYTES[next(iter(dtypes))] * elements, "dtypes": sorted(dtypes)}
 
 
 class CommTimer:

@@ -41,7 +41,7 @@ def sharded_model(hidden: int, depth: int, device: torch.device) -> nn.Module:
 def main() -> None:
     """Run in each process torchrun starts: shard the MLP with fully_shard, measure what each rank holds and a step."""
     parser = job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
