@@ -116,7 +116,7 @@ def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode
         f"of the chapter's {edition.total} code cells differ from what ran here. Its text and numbers are that "
         f"edition's, some of them since corrected; do not read them beside the chapter's current run.\n\n")
     return nbformat.v4.new_markdown_cell(
-        f"# Chapter {chapter.number} on {run.gpu}\n\n{stale}"
+        f"# Chapter {chapter.number} on {run.gpu}{'' if edition.current else ', an earlier edition'}\n\n{stale}"
         f"Chapter {chapter.number}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
         f"(Python {run.python}). The text is the chapter's own, written for any hardware; every table, figure and "
         f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). The course "
