@@ -79,16 +79,18 @@ def read_participant(path: Path) -> Participant:
     if not isinstance(stored, dict) or not isinstance(stored.get("entries"), list):
         return Participant(path.stem, [], ["not a course ledger: no 'entries' list"])
     # A reference run's shipped ledger names the chapters it ran in an earlier edition (their entries are left out).
-    entries, problems = [], [f"left out, {note}" for note in stored.get("left_out", [])]
+    left_out = [f"left out, {note}" for note in stored.get("left_out", [])]
+    entries, problems = [], list(left_out)
     for entry in stored["entries"]:
         problem = entry_problem(entry)
         if problem:
             problems.append(problem)
         else:
             entries.append(entry)
-    if not entries:
-        problems.append("the ledger holds no entries from today's chapters" if problems
-                        else "the ledger holds no entries yet")
+    if not entries and left_out:
+        problems.append("the ledger holds no entries from today's chapters")
+    elif not entries and not problems:
+        problems.append("the ledger holds no entries yet")
     return Participant(path.stem, entries, problems)
 
 
