@@ -31,8 +31,8 @@ from helpers.support.logs import is_noise
 
 STOP_GRACE_S = 5.0
 # glibc's malloc serves a block it has once freed from its heap from then on, and the heap of a training process
-# fragments: each rank kept about 180 MB it no longer used (measured: the FSDP2 job, 2 ranks, 4 x 1024 MLP). A fixed threshold makes
-# every block of 128 KiB or more a mapping of its own, returned to the system when the tensor is freed.
+# fragments: each rank kept about 180 MB it no longer used (measured: the FSDP2 job, 2 ranks, 4 x 1024 MLP). A fixed
+# threshold makes every block of 128 KiB or more a mapping of its own, returned to the system when it is freed.
 ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
