@@ -40,7 +40,9 @@ class_folder = Path("class")
 class_folder.mkdir()
 for name, ledger in references.items():
     (class_folder / f"{name}.json").write_text(ledger.read_text())
-assert all(participant.entries for participant in read_class(class_folder))
+# A reference ledger carries entries, or names the chapters it ran in an earlier edition (left out).
+assert all(participant.entries or any(problem.startswith('left out, chapter') for problem in participant.problems)
+           for participant in read_class(class_folder))
 assert installed_version("torch").startswith("torch ")
 assert sorted(COURSE_NOTEBOOKS) == list(range(1, 9))
 assert ledger_path() == Path.cwd().resolve() / "results" / "ledger.json"
