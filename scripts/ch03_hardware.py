@@ -1028,7 +1028,7 @@ print("warnings raised by the article's autocast:", sorted({w.category.__name__ 
 loss_scale = ...  # your answer: a power of two
 check_loss_scale("Exercise 1", loss_scale, gradient=1e-8)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 fp16_tiny = torch.finfo(torch.float16).tiny  # the smallest normal fp16 number
 loss_scale = 2.0 ** math.ceil(math.log2(fp16_tiny / 1e-8))
 print(f"1e-8 x {loss_scale:g} in fp16: {torch.tensor(1e-8 * loss_scale, dtype=torch.float16).item():.4g} "
@@ -1056,7 +1056,7 @@ mlp_input = torch.randn(64, 512)
 measured_bytes = {p: saved_activation_bytes(exercise_mlp(), mlp_input, p) for p in ("fp32", "bf16")}
 print(measured_bytes)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 batch = 64
 # (a) The first Linear keeps its input, ReLU its output (also the second Linear's input: kept once).
 predicted_fp32_bytes = batch * 512 * 4 + batch * 1024 * 4
@@ -1080,7 +1080,7 @@ warm_break_even_calls = ...  # your answer
 check_break_even("Exercise 3", cold_break_even_calls, warm_break_even_calls, cold_s=cold_compile_s,
                  warm_s=warm_compile_s, table=compile_table)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 saved_per_call_ms = compile_table.loc["eager", "median_ms"] - compile_table.loc["torch.compile", "median_ms"]
 cold_break_even_calls = cold_compile_s * 1e3 / saved_per_call_ms if saved_per_call_ms > 0 else float("inf")
 warm_break_even_calls = warm_compile_s * 1e3 / saved_per_call_ms if saved_per_call_ms > 0 else float("inf")

@@ -837,7 +837,7 @@ def predict_throughput(loader_rate: float, step_rate: float, overlapped: bool) -
 check_throughput_prediction("Exercise 1", predict_throughput)
 
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 def predict_throughput(loader_rate: float, step_rate: float, overlapped: bool) -> float:
     """Images/s of loading and training together."""
     if overlapped:
@@ -883,7 +883,7 @@ my_threads = ...  # your choice: torch threads for the training step
 check_pipeline_choice("Exercise 2", my_workers, my_threads, dataset=files, model=light_model,
                       best=best_pipeline, device=device)
 
-# %% jupyter={"source_hidden": true} tags=["solution", "nbval-ignore-output"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution", "nbval-ignore-output"]
 # The rates measured alone predict an upper bound: workers help only while there are cores for them
 # beside the training threads, and every batch pays the crossing. On a small machine the competition
 # between the processes is hard to predict, so the surest answer is the fastest pipeline measured end

@@ -836,7 +836,7 @@ else:
 my_gpu_count = ...  # your answer: a whole number of GPUs
 check_gpu_count("Exercise 1", my_gpu_count)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 my_gpu_count = math.ceil(13e9 * (2 + 2 + 12) / 80e9)
 check_gpu_count("Exercise 1", my_gpu_count)
 
@@ -851,7 +851,7 @@ check_gpu_count("Exercise 1", my_gpu_count)
 my_allreduce_ms = ...  # your prediction, in ms
 check_bucketed_allreduce_ms("Exercise 2", my_allreduce_ms)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 gradient_bytes, workers, alpha, beta, mib = 4 * 25.6e6, 64, 50e-6, 10e9 / 8, 2 ** 20
 full_buckets, last = divmod(gradient_bytes - mib, 25 * mib)
 buckets = [mib] + [25 * mib] * int(full_buckets) + [last]

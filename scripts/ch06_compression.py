@@ -946,7 +946,7 @@ my_int8_bytes = ...  # your prediction, in bytes
 check_number("Exercise 1", my_int8_bytes, serialized_size_bytes(pruned_int8), rtol=0.10,
              hint="Add numel x bytes per element for every tensor listed, then the bookkeeping per tensor.")
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 element_bytes = {torch.int8: 1, torch.float32: 4, torch.int64: 8}
 payload = sum(value.numel() * element_bytes[value.dtype] for value in pruned_int8.state_dict().values())
 one_tensor = serialized_size_bytes(nn.Linear(1, 1, bias=False))  # a 4-byte weight
@@ -982,7 +982,7 @@ exercise_tensors = [torch.relu(torch.randn(1000, generator=generators[0])),
 # %%
 check_uint8_quantizer("Exercise 2", uint8_quantize, exercise_tensors)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 def uint8_quantize(values: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """Asymmetric uint8 codes of values over [min(x, 0), max(x, 0)], with their scale and zero point."""
     low, high = min(values.min().item(), 0.0), max(values.max().item(), 0.0)

@@ -1113,7 +1113,7 @@ else:
 my_recorded_steps = ...  # your answer: a whole number of steps
 check_recorded_steps("Exercise 1", my_recorded_steps)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 my_recorded_steps = 2 * 3  # repeat x active: waiting and warm-up steps are not kept, and after 2 cycles it stops
 check_recorded_steps("Exercise 1", my_recorded_steps)
 
@@ -1128,7 +1128,7 @@ check_recorded_steps("Exercise 1", my_recorded_steps)
 my_fp16_tolerance = ...  # your answer, in the logits' units
 check_fp16_tolerance("Exercise 2", my_fp16_tolerance)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 my_fp16_tolerance = 2 ** -11 * 2304 ** 0.5 * 50 * 10
 check_fp16_tolerance("Exercise 2", my_fp16_tolerance)
 

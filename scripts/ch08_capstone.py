@@ -679,7 +679,7 @@ my_latency_plan = ...  # a row label, or "none"
 # %%
 check_latency_plan("Exercise 1", my_latency_plan, waterfall, latency_ms=latency_budget_ms, budget_points=1.0)
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 fits = plan_candidates(waterfall, 1.0) & (waterfall["latency_ms"] <= latency_budget_ms)
 my_latency_plan = fits.idxmax() if fits.any() else "none"
 check_latency_plan("Exercise 1", my_latency_plan, waterfall, latency_ms=latency_budget_ms, budget_points=1.0)
@@ -706,7 +706,7 @@ my_board_plan = ...  # a row label, or "none"
 check_plan_without("Exercise 2", my_board_plan, waterfall, size_KB=size_budget_KB, budget_points=2.0,
                    excluded_prefix="int8")
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 fits = (plan_candidates(waterfall, 2.0) & (waterfall["size_KB"] <= size_budget_KB)
         & ~waterfall.index.str.startswith("int8"))
 my_board_plan = waterfall.loc[fits, "total_speedup"].idxmax() if fits.any() else "none"

@@ -124,9 +124,18 @@ def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode
         f"with the hardware, not the last digit. Compare them with [the chapter's CPU run](../{chapter.stem}.ipynb).")
 
 
+def hide_solutions(nb: nbformat.NotebookNode) -> None:
+    """Fold each solution cell's code and output behind a toggle, as JupyterLab collapses both."""
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "solution" in tags:
+            cell.metadata["tags"] = [*tags, *(t for t in ("hide-input", "hide-output") if t not in tags)]
+
+
 def write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Freeze the notebook's widgets and write it into the book's source."""
+    """Freeze the notebook's widgets, fold its solutions and write it into the book's source."""
     freeze_widgets(nb)
+    hide_solutions(nb)
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
 

@@ -4,7 +4,7 @@
     python tools/claims.py notebooks/ch01_measure.ipynb   # only these chapters
     python tools/claims.py --ledger results/ledger.json   # print the claims a ledger already holds
 
-Exit status 1 only when a claim clearly fails here (its whole 95% interval on the wrong side of the
+Exit status 1 only when a claim clearly fails here (its whole interval on the wrong side of the
 threshold) or a chapter does not run; an inconclusive claim is reported, not failed.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.core.claims import claims_table  # noqa: E402
+from helpers.core.claims import Claim, Ratio, claims_table  # noqa: E402
 from helpers.support.ledger import LEDGER_ENV, load_claims  # noqa: E402
 from tools.course import load_course  # noqa: E402
 from run_notebooks import execute_notebook  # noqa: E402
@@ -37,10 +37,12 @@ def run_chapters(paths: list[Path], ledger: Path) -> None:
 def print_claims(claims: list[dict]) -> int:
     """The table, one row per claim; the number of claims that do not hold here."""
     table = claims_table(claims).reset_index()
-    table["95% interval"] = [f"{lo:.2f} to {hi:.2f}x" for lo, hi in zip(table["low"], table["high"])]
+    labels = [Ratio(**(c.as_dict() if isinstance(c, Claim) else c)["ratio"]).interval_label for c in claims]
+    table["interval"] = [f"{lo:.2f} to {hi:.2f}x ({label})"
+                         for lo, hi, label in zip(table["low"], table["high"], labels)]
     table["measured"] = [f"{m:.2f}x" for m in table["measured"]]
     hardware = sorted(set(table["hardware"]))
-    columns = ["chapter", "claim", "measured", "95% interval", "threshold", "verdict"]
+    columns = ["chapter", "claim", "measured", "interval", "threshold", "verdict"]
     print(f"\nClaims measured on: {'; '.join(hardware)}")
     print(table[columns].to_string(index=False))
     counts = table["verdict"].value_counts()

@@ -1,11 +1,33 @@
-"""Chapter 1's exercise check: a benchmark loop run on a simulated asynchronous device, checked exactly."""
+"""Chapter 1's exercise checks: the ridge points of a datasheet, and a benchmark loop run on a simulated device."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from helpers.core.validate import require_callable
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, is_close
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_choice, check_number, is_close
+
+# NVIDIA H100 SXM datasheet: float32 without tensor cores, bfloat16 on tensor cores (dense), HBM3 bandwidth.
+H100_FP32_FLOPS, H100_BF16_FLOPS, H100_BYTES_PER_S = 67e12, 989e12, 3.35e12
+
+
+def _side_of_ridge(n: int, bytes_per_element: int, ridge: float) -> str:
+    """'memory' or 'compute': where an n x n product with its three matrices moved once falls against a ridge."""
+    return "compute" if 2 * n**3 / (3 * n**2 * bytes_per_element) > ridge else "memory"
+
+
+def check_ridge_exercise(ridge_fp32: object, ridge_bf16: object, side_fp32: object, side_bf16: object) -> Verdict:
+    """Exercise 3b and 3c: the H100's two ridge points, and the side of each a 512 x 512 product falls on."""
+    ridges = {"float32": H100_FP32_FLOPS / H100_BYTES_PER_S, "bf16": H100_BF16_FLOPS / H100_BYTES_PER_S}
+    passed = [check_number(f"Exercise 3b ({label} ridge)", answer, ridges[label], rtol=0.005,
+                           hint="Peak FLOP/s divided by bytes/s.").passed
+              for label, answer in (("float32", ridge_fp32), ("bf16", ridge_bf16))]
+    for label, answer, element_bytes in (("float32", side_fp32, 4), ("bf16", side_bf16, 2)):
+        passed.append(check_choice(f"Exercise 3c ({label})", answer,
+                                   _side_of_ridge(512, element_bytes, ridges[label]), ("memory", "compute"),
+                                   hint="Compare matmul_intensity(512, bytes per element) with that precision's "
+                                        "ridge.").passed)
+    return Verdict(all(passed))
 
 
 class SimulatedDevice:
@@ -19,6 +41,7 @@ class SimulatedDevice:
 
     def __init__(self, cold_calls: int) -> None:
         self.cold_calls, self.calls, self.now_s, self.queued_s = cold_calls, 0, 0.0, 0.0
+        self.reads_while_busy = 0  # clock readings taken while work was still queued: the asynchronous bug
 
     def job_seconds(self, index: int) -> float:
         """How long the index-th job runs."""
@@ -36,6 +59,7 @@ class SimulatedDevice:
         self.now_s, self.queued_s = self.now_s + self.queued_s, 0.0
 
     def clock(self) -> float:
+        self.reads_while_busy += self.queued_s > 0
         return self.now_s
 
 
@@ -60,6 +84,10 @@ def check_benchmark_loop(exercise: str, candidate: Callable[..., object], *, war
     if got["p99_ms"] > 40:
         return announce(FAIL, exercise, "the 50 ms warm-up calls are in your timings: run the warm-up calls before "
                     "the timed ones, and do not record them.", False)
+    if device.reads_while_busy:
+        return announce(FAIL, exercise, f"{device.reads_while_busy} clock reading(s) were taken while work was still "
+                        "queued on the device (for example the first start, right after the warm-up): call sync() "
+                        "before every clock() reading.", False)
     wrong = [key for key, value in expected.items() if not is_close(float(got[key]), value, 0.05)]
     if wrong:
         return announce(FAIL, exercise, f"{', '.join(wrong)} should be {', '.join(f'{expected[k]:g}' for k in wrong)} ms "

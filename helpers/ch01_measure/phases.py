@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers.core.measure import synchronize
-from helpers.core.validate import require_instance, require_int
+from helpers.core.validate import require_choice, require_instance, require_int
 
 PHASES = ("data", "forward", "backward", "optimizer")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -34,15 +34,25 @@ class PhaseTimes:
     """Median milliseconds of each phase, and of the whole step, over the measured full-size steps.
 
     mean_ms holds the means of the same (phases and "step"): shares of the total time, as Amdahl's
-    law needs them, are ratios of means, not of medians. round_step_ms holds each round's mean step
-    time, the per-round totals that a speed-up's interval is built from.
+    law needs them, are ratios of means, not of medians. round_mean_ms holds each round's mean of
+    every phase and of the step: the per-round values that a speed-up's interval is built from.
     """
 
     phases_ms: dict[str, float]
     step_ms: float
     steps: int
-    round_step_ms: tuple[float, ...]
+    round_mean_ms: dict[str, tuple[float, ...]]
     mean_ms: dict[str, float]
+
+    @property
+    def round_step_ms(self) -> tuple[float, ...]:
+        """Each round's mean step time."""
+        return self.round_mean_ms["step"]
+
+    def round_step_without_ms(self, phase: str) -> tuple[float, ...]:
+        """Each round's mean step time less one phase's: the rest of the step, which Amdahl assumes unchanged."""
+        require_choice("phase", phase, PHASES)
+        return tuple(step - part for step, part in zip(self.round_step_ms, self.round_mean_ms[phase]))
 
     def fractions(self) -> dict[str, float]:
         """Each phase's share of the summed phase medians."""
@@ -60,7 +70,7 @@ class _StepRunner:
         self.loss_fn = nn.CrossEntropyLoss()
         self.full_batch: int | None = None
         self.samples: dict[str, list[float]] = {name: [] for name in (*PHASES, "step")}
-        self.round_steps: list[list[float]] = []
+        self.rounds: list[dict[str, list[float]]] = []
 
     def step(self) -> dict[str, float]:
         """One training step; the milliseconds of each phase and of the whole step, and the batch size."""
@@ -89,20 +99,20 @@ class _StepRunner:
 
     def run_round(self, steps: int) -> None:
         """Run steps and record the full-size ones (a ragged last batch of an epoch would skew the medians)."""
-        self.round_steps.append([])
-        while len(self.round_steps[-1]) < steps:
+        self.rounds.append({name: [] for name in self.samples})
+        while len(self.rounds[-1]["step"]) < steps:
             times = self.step()
             self.full_batch = self.full_batch or times["batch"]
             if times["batch"] < self.full_batch:
                 continue
             for name in self.samples:
                 self.samples[name].append(times[name])
-            self.round_steps[-1].append(times["step"])
+                self.rounds[-1][name].append(times[name])
 
     def summary(self) -> PhaseTimes:
         medians = {name: statistics.median(self.samples[name]) for name in PHASES}
         return PhaseTimes(medians, statistics.median(self.samples["step"]), len(self.samples["step"]),
-                          tuple(statistics.fmean(steps) for steps in self.round_steps),
+                          {name: tuple(statistics.fmean(r[name]) for r in self.rounds) for name in self.samples},
                           {name: statistics.fmean(times) for name, times in self.samples.items()})
 
 

@@ -1,4 +1,4 @@
-"""Chapter 2's exercise answers, computed here out of the learner's sight: a FLOP share, a pruning prediction, a choice."""
+"""Chapter 2's exercise answers, computed out of the learner's sight: a FLOP share, a prediction, shortfalls."""
 
 from __future__ import annotations
 
@@ -39,10 +39,14 @@ def big_layer_kinds(dense_ms: pd.Series) -> list[str]:
     return [kind for kind in dense_ms.index if kind != "total" and dense_ms[kind] >= 0.1 * dense_ms["total"]]
 
 
-def least_shrunk_kind(dense_ms: pd.Series, pruned_ms: pd.Series) -> str:
-    """Exercise 2b: among the big layer kinds, the one furthest short of its assumed shrink."""
+def kind_shortfall(dense_ms: pd.Series, pruned_ms: pd.Series, kind: str) -> float:
+    """Exercise 2b: a layer kind's assumed shrink over its measured one (1.0: as assumed; above 1: it fell short)."""
+    require_instance("dense_ms", dense_ms, pd.Series)
     require_instance("pruned_ms", pruned_ms, pd.Series)
-    return max(big_layer_kinds(dense_ms), key=lambda kind: assumed_shrink(kind) / (dense_ms[kind] / pruned_ms[kind]))
+    kinds = [k for k in dense_ms.index if k != "total" and k in pruned_ms.index]
+    if kind not in kinds:
+        raise ValueError(f"kind must be a layer kind of both tables ({', '.join(map(repr, kinds))}), got {kind!r}")
+    return assumed_shrink(kind) / (dense_ms[kind] / pruned_ms[kind])
 
 
 def best_ratio_within(sweep: pd.DataFrame, points: float) -> float:

@@ -5,8 +5,9 @@ alternating rounds, and each round gives one ratio (baseline time / optimized ti
 spell of the machine hits both sides of that ratio alike. We resample the rounds with replacement
 thousands of times and take the middle 95% of the resampled medians as the interval (a bootstrap).
 
-What it does not promise: with few rounds (5 or 6) the interval is close to the range of the round
-ratios, and its coverage only roughly 95%; and it describes the noise within this run, not how a
+What it does not promise: with fewer than 8 rounds the bootstrap can only return the range of the
+round ratios (its coverage is then below 95%), so it is reported as that range, "range of 5 rounds";
+and it describes the noise within this run, not how a
 run today differs from one tomorrow (another load, another clock speed). A verdict is this run's.
 """
 
@@ -22,12 +23,16 @@ from IPython.display import Markdown
 from helpers.core.validate import require_choice, require_int, require_number
 
 VERDICTS = ("holds", "does not hold here", "inconclusive")
+BOOTSTRAP_MIN_ROUNDS = 8  # below this, the interval is reported as the range of the round ratios
 DIRECTIONS = ("at least", "at most")
 
 
 @dataclass(frozen=True)
 class Ratio:
-    """A speed-up (> 1: the optimized variant is better) with its 95% interval over paired rounds."""
+    """A speed-up (> 1: the optimized variant is better) with its interval over paired rounds.
+
+    The interval is a 95% bootstrap interval from 8 rounds up, and the range of the round ratios below.
+    """
 
     median: float
     low: float
@@ -43,8 +48,15 @@ class Ratio:
             return "loss"
         return "no gain"
 
+    @property
+    def interval_label(self) -> str:
+        """What the interval is: '95% interval, 12 rounds' or 'range of 5 rounds'."""
+        if self.rounds < BOOTSTRAP_MIN_ROUNDS:
+            return f"range of {self.rounds} rounds"
+        return f"95% interval, {self.rounds} rounds"
+
     def __str__(self) -> str:
-        return f"{self.median:.2f}x (95% interval {self.low:.2f} to {self.high:.2f}x, {self.rounds} rounds)"
+        return f"{self.median:.2f}x ({self.interval_label}: {self.low:.2f} to {self.high:.2f}x)"
 
 
 def _positive_values(name: str, values: Sequence[float]) -> np.ndarray:
@@ -60,7 +72,7 @@ def paired_ratio(
     resamples: int = 4000,
     seed: int = 0,
 ) -> Ratio:
-    """Median of the per-round ratios and its 95% bootstrap interval.
+    """Median of the per-round ratios and its interval: a 95% bootstrap from 8 rounds, their range below.
 
     baseline[i] and optimized[i] were measured in the same round i (times by default; rates such as
     images/s with higher_is_better=True). The seed makes the interval repeat for the same data.
@@ -73,8 +85,11 @@ def paired_ratio(
     require_int("resamples", resamples, minimum=100)
     base, opt = _positive_values("baseline", baseline), _positive_values("optimized", optimized)
     ratios = opt / base if higher_is_better else base / opt
-    picks = np.random.default_rng(seed).integers(0, len(ratios), size=(resamples, len(ratios)))
-    low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
+    if len(ratios) < BOOTSTRAP_MIN_ROUNDS:
+        low, high = ratios.min(), ratios.max()
+    else:
+        picks = np.random.default_rng(seed).integers(0, len(ratios), size=(resamples, len(ratios)))
+        low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
     return Ratio(float(np.median(ratios)), float(low), float(high), len(ratios))
 
 
@@ -116,7 +131,7 @@ class Claim:
         return "inconclusive"
 
     def sentence(self) -> str:
-        """'2.41x (95% interval 2.10 to 2.70x, 6 rounds) against a threshold of at least 3x: does not hold here'."""
+        """'2.41x (range of 6 rounds: 2.10 to 2.70x) against a threshold of at least 3x: does not hold here'."""
         return f"{self.ratio} against a threshold of {self.direction} {self.threshold:g}x: {self.verdict}"
 
     def as_dict(self) -> dict:

@@ -77,18 +77,41 @@ def cpu_frequency_ghz(cpu: Path = Path("/sys/devices/system/cpu/cpu0")) -> tuple
 
 
 FP32_LANES = {"AVX512": 16, "AVX2": 8, "DEFAULT": 4}
+ASSUMED_FMA_UNITS = 2  # per core: typical of server cores; some cores have one
+ZEN4_FAMILY = 25  # AMD family 19h (Zen 3 and Zen 4): its AVX-512 runs on 256-bit units
 
 
-def theoretical_fp32_gflops(cores: int, ghz: float, isa: str, fma_units: int = 2) -> float:
-    """cores x GHz x FLOPs per cycle, with FLOPs per cycle = fp32 vector lanes x 2 (a fused multiply-add) x FMA units.
+def _cpuinfo_field(name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field (e.g. 'vendor_id'), if Linux reports it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
 
-    Two FMA units per core is typical of server cores; some cores have one, and AMD Zen 4 runs
-    AVX-512 on 256-bit units (half the lanes): the result is an estimate, not a datasheet figure.
-    """
+
+def fp32_lanes_per_cycle(isa: str) -> tuple[int, str]:
+    """float32 lanes one FMA unit completes per cycle for this ISA level, and why (AMD Zen 4 halves AVX-512)."""
     require_choice("isa", isa, FP32_LANES)
-    if ghz <= 0 or cores < 1 or fma_units < 1:
-        raise ValueError(f"cores, ghz and fma_units must be positive, got {cores}, {ghz}, {fma_units}")
-    return cores * ghz * FP32_LANES[isa] * 2 * fma_units
+    lanes = FP32_LANES[isa]
+    family = _cpuinfo_field("cpu family")
+    if isa == "AVX512" and _cpuinfo_field("vendor_id") == "AuthenticAMD" and family == str(ZEN4_FAMILY):
+        return lanes // 2, "AVX-512 on 256-bit units (AMD family 25, Zen 4)"
+    return lanes, f"{isa} vectors"
+
+
+def theoretical_fp32_gflops(cores: int, ghz: float, lanes: int, fma_units: int = ASSUMED_FMA_UNITS) -> float:
+    """cores x GHz x FLOPs per cycle, with FLOPs per cycle = fp32 lanes x 2 (a fused multiply-add) x FMA units.
+
+    cores are physical cores (two hyper-threads share one core's units). Two FMA units per core is
+    typical of server cores; some cores have one: the result is an estimate, not a datasheet figure.
+    """
+    if ghz <= 0 or cores < 1 or lanes < 1 or fma_units < 1:
+        raise ValueError(f"cores, ghz, lanes and fma_units must be positive, got {cores}, {ghz}, {lanes}, "
+                         f"{fma_units}")
+    return cores * ghz * lanes * 2 * fma_units
 
 
 def last_level_cache_bytes() -> int | None:
@@ -119,10 +142,28 @@ def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | No
 
 
 def cpu_core_count() -> int:
-    """Cores this process may use: the CPU affinity, capped by a container's CPU quota."""
+    """Logical CPUs this process may use (hyper-threads count twice): the affinity, capped by a CPU quota."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     limit = cgroup_cpu_limit()
     return min(cores, limit) if limit else cores
+
+
+def physical_core_count(cpus: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Physical cores among the logical CPUs this process may use (two hyper-threads share one), capped by a quota.
+
+    Read from Linux's topology files; where they are missing, the logical count is returned.
+    """
+    logical = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = set()
+    for cpu in logical:
+        topology = cpus / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(tuple((topology / name).read_text().strip() for name in ("physical_package_id", "core_id")))
+        except OSError:
+            return cpu_core_count()
+    limit = cgroup_cpu_limit()
+    count = len(cores) or cpu_core_count()
+    return min(count, limit) if limit else count
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ def ledger_path() -> Path:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One measured result: a technique's effect on one metric, against its baseline."""
+    """One measured result: a technique's effect on one metric, against its named baseline.
+
+    compared_with names the baseline (eager fp32, the same step without the knob, ...); kind says what
+    the number is: a time ratio measured in rounds (with its interval) or an exact ratio (sizes, bytes,
+    counts: true by construction, not a speed-up). The course's guide, section 5, says why both matter.
+    """
 
     chapter: int
     technique: str
@@ -45,6 +50,8 @@ class LedgerEntry:
     gain: str
     hardware: str
     extras: dict = field(default_factory=dict)
+    compared_with: str = ""
+    kind: str = ""
 
 
 def make_entry(
@@ -59,14 +66,15 @@ def make_entry(
     hardware: str,
     ratio: Ratio | None = None,
     extras: dict | None = None,
+    compared_with: str = "",
 ) -> LedgerEntry:
     """Build an entry; speedup > 1 means the technique helped, whichever way the metric points.
 
-    A measured speed-up passes its `ratio` (median and 95% interval over paired rounds): the entry
-    keeps the interval, and records 'no gain' when the interval includes 1.0. Its speedup is then the
-    median of the per-round ratios, which can differ slightly from baseline / optimized (the medians
-    over all blocks). Without a ratio the numbers are exact (sizes, counts) and the gain follows
-    from the speed-up alone.
+    A measured speed-up passes its `ratio` (median and interval over paired rounds): the entry keeps
+    the interval, records 'no gain' when the interval includes 1.0, and its kind says 'time ratio,
+    median of round ratios'. Its speedup is then that median, which can differ slightly from
+    baseline / optimized (medians over all blocks). Without a ratio the numbers are exact (sizes,
+    counts), the kind says so, and the gain follows from the speed-up alone.
     """
     require_int("chapter", chapter, minimum=1)
     for name, text in (("technique", technique), ("metric", metric), ("unit", unit), ("hardware", hardware)):
@@ -77,13 +85,16 @@ def make_entry(
     optimized = require_number("optimized", optimized, strictly_positive=True)
     require_instance("higher_is_better", higher_is_better, bool)
     extras = {} if extras is None else dict(require_instance("extras", extras, dict))
+    require_instance("compared_with", compared_with, str)
     if ratio is not None:
         require_instance("ratio", ratio, Ratio)
+        kind = f"time ratio, median of round ratios ({ratio.interval_label})"
         return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, ratio.median,
-                           (ratio.low, ratio.high), ratio.gain, hardware, extras)
+                           (ratio.low, ratio.high), ratio.gain, hardware, extras, compared_with, kind)
     speedup = optimized / baseline if higher_is_better else baseline / optimized
     gain = "gain" if speedup > 1 else "loss" if speedup < 1 else "no gain"
-    return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, None, gain, hardware, extras)
+    return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, None, gain, hardware, extras,
+                       compared_with, "exact ratio (sizes or counts)")
 
 
 def _read(path: Path | None) -> dict[str, list[dict]]:
@@ -141,8 +152,8 @@ def ledger_table(entries: list[dict] | list[LedgerEntry]) -> pd.DataFrame:
     rows = [asdict(e) if isinstance(e, LedgerEntry) else dict(e) for e in entries]
     for row in rows:
         row["speedup_low"], row["speedup_high"] = row.get("speedup_interval") or (None, None)
-    columns = ["chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_low",
-               "speedup_high", "gain", "hardware"]
+    columns = ["chapter", "technique", "metric", "unit", "compared_with", "baseline", "optimized", "speedup",
+               "speedup_low", "speedup_high", "gain", "kind", "hardware"]
     return pd.DataFrame(rows, columns=columns).set_index(["chapter", "technique"])
 
 

@@ -9,7 +9,8 @@ from IPython import get_ipython
 from IPython.core.pylabtools import select_figure_formats
 from matplotlib.figure import Figure
 
-from helpers.core.validate import require_number
+from helpers.core.roofs import Roofs
+from helpers.core.validate import require_instance, require_number
 
 STYLE = {
     "figure.figsize": (7.5, 3.6),
@@ -86,22 +87,75 @@ def plot_sweep(
     return fig
 
 
+def _interval_bars(
+    values: Sequence[float], low: Sequence[float], high: Sequence[float], name: str
+) -> list[list[float]]:
+    """matplotlib's yerr (distances below and above each value), checking that each interval holds its value."""
+    if not len(low) == len(high) == len(values):
+        raise ValueError(f"interval of {name!r} needs one low and one high per point ({len(values)}), "
+                         f"got {len(low)} and {len(high)}")
+    for value, lo, hi in zip(values, low, high):
+        slack = 1e-9 * max(1.0, abs(value))  # a mean of equal values can differ from them in the last bit
+        if not lo - slack <= value <= hi + slack:
+            raise ValueError(f"interval of {name!r}: {lo:g} to {hi:g} does not hold its value {value:g}")
+    return [[max(0.0, v - lo) for v, lo in zip(values, low)], [max(0.0, hi - v) for v, hi in zip(values, high)]]
+
+
+def plot_together(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    hardware: str,
+    title: str = "",
+    logx: bool = True,
+    intervals: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    reference: tuple[str, float] | None = None,
+) -> Figure:
+    """Several series on one axis (one y scale, so their gaps show); optional (low, high) bars and a reference line."""
+    if not series:
+        raise ValueError("series must hold at least one curve")
+    intervals = dict(intervals or {})
+    unknown = set(intervals) - set(series)
+    if unknown:
+        raise ValueError(f"intervals name series that do not exist: {sorted(unknown)}")
+    fig = Figure(figsize=STYLE["figure.figsize"], layout="constrained")
+    ax = fig.subplots()
+    for name, ys in series.items():
+        if len(ys) != len(x):
+            raise ValueError(f"series {name!r} has {len(ys)} points but x has {len(x)}")
+        yerr = _interval_bars(ys, *intervals[name], name) if name in intervals else None
+        ax.errorbar(x, ys, yerr=yerr, marker="o", capsize=3, label=name)
+    if reference is not None:
+        label, level = reference
+        ax.axhline(require_number("reference level", level), color="black", linestyle="--", linewidth=1, label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    title_with_hardware(fig, title, hardware)
+    return fig
+
+
 def plot_roofline(
-    peak_gflops: float, peak_gbps: float, points: Mapping[str, tuple[float, float]], *, hardware: str,
+    roofs: Roofs, points: Mapping[str, tuple[float, float]], *, hardware: str,
     theoretical_gflops: float | None = None,
 ) -> Figure:
-    """Roofline: attainable GFLOP/s = min(peak compute, intensity x peak bandwidth); points are (FLOP/byte, GFLOP/s).
+    """Roofline with both bandwidth roofs (read, read-write) under the compute roof; points are (FLOP/byte, GFLOP/s).
 
     theoretical_gflops, when known, is drawn as a dashed line above (or below) the measured compute roof.
     """
-    require_number("peak_gflops", peak_gflops, strictly_positive=True)
-    require_number("peak_gbps", peak_gbps, strictly_positive=True)
-    intensities = [p[0] for p in points.values()] + [peak_gflops / peak_gbps]
+    require_instance("roofs", roofs, Roofs)
+    ridges = [roofs.ridge(writes=False), roofs.ridge(writes=True)]
+    intensities = [p[0] for p in points.values()] + ridges
     lo, hi = min(intensities) / 4, max(intensities) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    ax.plot(grid, [min(peak_gflops, g * peak_gbps) for g in grid], color="black", label="roof (measured peaks)")
+    for writes, style, label in ((False, "-", "roof, read only"), (True, ":", "roof, read and write")):
+        ax.plot(grid, [roofs.attainable_gflops(g, writes=writes) for g in grid], style, color="black", label=label)
     if theoretical_gflops is not None:
         require_number("theoretical_gflops", theoretical_gflops, strictly_positive=True)
         ax.axhline(theoretical_gflops, color="black", linestyle="--", linewidth=1, label="theoretical compute peak")
@@ -148,23 +202,29 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
 
 def plot_tradeoff(
     points: Mapping[str, tuple[float, float]], *, xlabel: str, ylabel: str, hardware: str, title: str = "",
-    logx: bool = True,
+    logx: bool = True, pareto: bool = True,
 ) -> Figure:
-    """Scatter of named (cost, quality) points with the Pareto front drawn through the best trade-offs."""
+    """Scatter of named points; with pareto=True, x a cost and y a quality, the front of the best trade-offs.
+
+    Pass pareto=False when y is not a quality (two costs, such as FLOPs against latency): a front
+    drawn there would join the worst points, not the best.
+    """
     if not points:
         raise ValueError("points must hold at least one (x, y) pair")
+    require_instance("pareto", pareto, bool)
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for name, (x, y) in points.items():
         ax.scatter([x], [y], color=VARIANT_COLOR, zorder=3)
         ax.annotate(f" {name}", (x, y), fontsize=8)
-    front = pareto_front(points)
-    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color=BASELINE_COLOR,
-            label="Pareto front")
+    if pareto:
+        front = pareto_front(points)
+        ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color=BASELINE_COLOR,
+                label="Pareto front (lower x, higher y)")
+        ax.legend(loc="lower right")
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(loc="lower right")
     title_with_hardware(fig, title, hardware)
     return fig

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT
-from tools.build_book import WIDGET_NOTE, WIDGET_VIEW, freeze_widgets, gpu_page
+from tools.build_book import WIDGET_NOTE, WIDGET_VIEW, freeze_widgets, gpu_page, hide_solutions
 from tools.course import load_course, load_reference_runs
 
 COURSE = load_course()
@@ -60,6 +60,17 @@ def test_freezing_replaces_each_widget_by_its_measured_output(chapter):
         assert len(outputs) >= 2, f"cell {index}: no stored widget output; run `make execute`"
         assert not any(WIDGET_VIEW in o.get("data", {}) for o in outputs)
     assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("chapter", COURSE.chapters, ids=lambda c: c.stem)
+def test_solutions_are_folded_in_jupyterlab_and_in_the_book(chapter):
+    nb = nbformat.read(ROOT / chapter.file, as_version=4)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions, "every chapter has reference solutions"
+    for cell in solutions:  # a learner who scrolls sees neither the code nor the answer it prints
+        assert cell.metadata.get("jupyter") == {"outputs_hidden": True, "source_hidden": True}
+    hide_solutions(nb)
+    assert all({"solution", "hide-input", "hide-output"} <= set(c.metadata.tags) for c in solutions)
 
 
 @pytest.mark.slow

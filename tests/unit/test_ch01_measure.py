@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -82,6 +83,11 @@ def test_a_ragged_last_batch_runs_but_is_not_recorded():
                                  rounds=2, steps_per_round=4, warmup=1)["a"]
     assert result.steps == 8, "eight full-size steps recorded; the 3-image steps ran in between"
     assert len(result.round_step_ms) == 2
+    rest = result.round_step_without_ms("data")
+    assert all(r == pytest.approx(step - data) for r, step, data in
+               zip(rest, result.round_step_ms, result.round_mean_ms["data"]))
+    with pytest.raises(ValueError, match="phase must be one of"):
+        result.round_step_without_ms("loss")
 
 
 def test_a_generator_used_up_after_one_pass_is_refused():
@@ -129,6 +135,34 @@ def test_the_benchmark_loop_check_names_a_unit_mistake_and_a_swapped_tail(capsys
     assert "p95_ms should be 10" in capsys.readouterr().out
 
 
+def test_the_benchmark_loop_check_catches_a_clock_read_before_the_warm_up_finished(capsys):
+    from helpers.ch01_measure.exercises import check_benchmark_loop
+
+    def no_sync_after_warmup(fn, *, clock, sync, warmup, calls):  # the classic bug: start = clock() right away
+        for _ in range(warmup):
+            fn()
+        call_ms = []
+        for _ in range(calls):
+            start = clock()
+            fn()
+            sync()
+            call_ms.append((clock() - start) * 1e3)
+        p50, p95, p99 = np.percentile(call_ms, [50, 95, 99])
+        return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+    assert not check_benchmark_loop("E", no_sync_after_warmup)
+    assert "while work was still queued" in capsys.readouterr().out
+
+
+def test_the_ridge_exercise_check_computes_its_answers_from_the_datasheet(capsys):
+    from helpers.ch01_measure.exercises import check_ridge_exercise
+
+    assert check_ridge_exercise(67 / 3.35, 989 / 3.35, "compute", "memory")
+    assert not check_ridge_exercise(67 / 3.35, 989 / 3.35, "compute", "compute")
+    assert "Exercise 3c (bf16)" in capsys.readouterr().out
+    assert not check_ridge_exercise(..., ..., ..., ...)
+
+
 def test_spinning_processes_run_during_the_block_and_are_gone_after_it():
     with busy_cores(2) as spinners:
         pids = [p.pid for p in spinners]
@@ -150,3 +184,25 @@ def test_zero_is_allowed_and_negative_counts_are_refused():
     with pytest.raises(ValueError, match="count must be an int >= 0"):
         with busy_cores(-1):
             pass
+
+
+def test_the_amdahl_verdict_can_fail_and_reads_each_premise():
+    from helpers.ch01_measure.amdahl import amdahl_verdict, data_premise, prediction_position
+    from helpers.core.claims import Ratio
+
+    step, alone = Ratio(1.19, 1.15, 1.22, 20), Ratio(20.0, 18.0, 22.0, 5)
+    assert prediction_position(1.19, 1.20, step) == "inside"
+    assert prediction_position(1.19, 1.20, Ratio(1.30, 1.25, 1.35, 20)) == "above the ceiling"
+    assert prediction_position(1.19, 1.50, Ratio(1.05, 1.02, 1.08, 20)) == "below"
+    assert prediction_position(1.10, 1.50, Ratio(1.30, 1.25, 1.35, 20)) == "above"
+    assert data_premise(Ratio(8.6, 8.0, 9.0, 20), alone) == "less"
+    assert data_premise(Ratio(20.0, 17.0, 23.0, 20), alone) == "held"
+    held = amdahl_verdict(predicted=1.19, ceiling=1.20, step=step, data_inside=Ratio(20.0, 17.0, 23.0, 20),
+                          data_alone=alone, rest=Ratio(1.0, 0.98, 1.02, 20))
+    assert "predicted the step" in held and "broke" not in held
+    broken = amdahl_verdict(predicted=1.19, ceiling=1.20, step=Ratio(1.26, 1.21, 1.30, 20),
+                            data_inside=Ratio(8.6, 8.0, 9.0, 20), data_alone=alone, rest=Ratio(1.05, 1.03, 1.07, 20))
+    assert "above the ceiling" in broken and "does not test the law" in broken
+    assert "gained less inside" in broken and "got faster too" in broken
+    with pytest.raises(ValueError, match="ceiling must be >="):
+        amdahl_verdict(predicted=1.3, ceiling=1.2, step=step, data_inside=step, data_alone=alone, rest=step)

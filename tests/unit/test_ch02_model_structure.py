@@ -7,12 +7,14 @@ import torch
 from torch import nn
 
 from helpers.ch02_model_structure.exercises import (
-    best_ratio_within, big_layer_kinds, depthwise_flop_share, expected_pruned_ms, least_shrunk_kind,
+    best_ratio_within, big_layer_kinds, depthwise_flop_share, expected_pruned_ms, kind_shortfall,
 )
 from helpers.ch02_model_structure.layers import DepthwiseSeparableConv, same_padding, separable_cost_ratio
 from helpers.ch02_model_structure.pruning import filter_importance, per_conv_ratios, prune_channels
-from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity, measure_roofs
-from helpers.ch02_model_structure.zoo import ARCHITECTURES, build_architecture, published_gflops, published_top1
+from helpers.ch02_model_structure.roofline import conv_min_bytes, depthwise_intensity
+from helpers.ch02_model_structure.zoo import (
+    ARCHITECTURES, FIRST_WEIGHTS, build_architecture, published_gflops, published_top1, weights_top1,
+)
 from helpers.core.cost import count_flops, count_parameters, serialized_size_bytes
 from helpers.workload.models import small_cnn
 
@@ -75,13 +77,6 @@ def test_published_gflops_are_multiply_adds():
     assert published_gflops("resnet18") == 1.814
     with pytest.raises(ValueError, match="must be one of"):
         published_gflops("alexnet")
-
-
-def test_measure_roofs_returns_two_positive_rates():
-    gflops, gbps = measure_roofs(min_run_time=0.05)
-    assert gflops > 0 and gbps > 0
-    with pytest.raises(ValueError, match="min_run_time must be > 0"):
-        measure_roofs(min_run_time=0)
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
@@ -173,7 +168,10 @@ def test_the_exercise_answers_are_computed_from_the_chapter_s_tables():
     pruned = pd.Series({"Conv2d": 2.0, "ReLU": 0.9, "Linear": 0.25, "total": 3.15})
     assert expected_pruned_ms(dense) == pytest.approx(8 / 4 + 1 / 2 + 0.5 / 2)
     assert big_layer_kinds(dense) == ["Conv2d", "ReLU"]
-    assert least_shrunk_kind(dense, pruned) == "ReLU"  # 1.1x against the 2x assumed; the convolutions made their 4x
+    assert kind_shortfall(dense, pruned, "Conv2d") == pytest.approx(1.0)  # the convolutions made their 4x
+    assert kind_shortfall(dense, pruned, "ReLU") == pytest.approx(2 / (1 / 0.9))  # 1.1x against the 2x assumed
+    with pytest.raises(ValueError, match="kind must be a layer kind of both tables"):
+        kind_shortfall(dense, pruned, "total")
     sweep = pd.DataFrame({"validation accuracy": [0.95, 0.94, 0.90], "latency_ms (batch 64)": [3.0, 2.0, 1.0]},
                          index=[0.0, 0.25, 0.5])
     assert best_ratio_within(sweep, 3.0) == 0.25
@@ -182,3 +180,26 @@ def test_the_exercise_answers_are_computed_from_the_chapter_s_tables():
         expected_pruned_ms([1.0])
     with pytest.raises(ValueError, match="points"):
         best_ratio_within(sweep, -1)
+
+
+def test_published_accuracy_is_the_first_weights_for_every_architecture():
+    """Newer torchvision weights come from newer recipes: the chapter quotes IMAGENET1K_V1 throughout."""
+    assert all(FIRST_WEIGHTS in weights_top1(name) for name in ARCHITECTURES)
+    assert published_top1("resnet50") == weights_top1("resnet50")[FIRST_WEIGHTS] == 76.13
+    assert weights_top1("mobilenet_v2")["IMAGENET1K_V2"] > published_top1("mobilenet_v2")
+    with pytest.raises(ValueError, match="must be one of"):
+        weights_top1("vgg_tiny")
+
+
+def test_prune_channels_leaves_a_trained_model_untouched_with_per_layer_ratios():
+    """The chapter prunes the same dense networks again and again (arms, scan, sweep): pruning must copy."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    model.train()(torch.randn(8, 1, 32, 32))  # moves the batch norms' running statistics away from their defaults
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    output = model(torch.ones(1, 1, 32, 32))
+    for ratio in (0.5, [0.25, 0.0, 0.75]):
+        prune_channels(model, ratio, criterion="bn_scaled_l1")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and torch.equal(model(torch.ones(1, 1, 32, 32)), output)

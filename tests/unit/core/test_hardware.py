@@ -71,7 +71,35 @@ def test_cpu_frequency_prefers_the_cpufreq_maximum(tmp_path):
 def test_theoretical_peak_is_cores_times_clock_times_flops_per_cycle():
     from helpers.core.hardware import theoretical_fp32_gflops
 
-    assert theoretical_fp32_gflops(2, 2.5, "AVX512") == 2 * 2.5 * 16 * 2 * 2
-    assert theoretical_fp32_gflops(4, 3.0, "AVX2", fma_units=1) == 4 * 3.0 * 8 * 2
+    assert theoretical_fp32_gflops(2, 2.5, 16) == 2 * 2.5 * 16 * 2 * 2
+    assert theoretical_fp32_gflops(4, 3.0, 8, fma_units=1) == 4 * 3.0 * 8 * 2
+    with pytest.raises(ValueError, match="must be positive"):
+        theoretical_fp32_gflops(2, 2.5, 0)
+
+
+def test_zen4_runs_avx512_at_half_the_lanes(monkeypatch):
+    from helpers.core.hardware import fp32_lanes_per_cycle
+
+    fields = {"vendor_id": "AuthenticAMD", "cpu family": "25"}
+    monkeypatch.setattr("helpers.core.hardware._cpuinfo_field", fields.get)
+    assert fp32_lanes_per_cycle("AVX512")[0] == 8
+    assert fp32_lanes_per_cycle("AVX2")[0] == 8
+    fields["cpu family"] = "26"  # Zen 5: full-width AVX-512
+    assert fp32_lanes_per_cycle("AVX512")[0] == 16
     with pytest.raises(ValueError, match="isa must be one of"):
-        theoretical_fp32_gflops(2, 2.5, "SVE")
+        fp32_lanes_per_cycle("SVE")
+
+
+def test_physical_cores_count_hyper_threads_once(tmp_path, monkeypatch):
+    from helpers.core.hardware import cpu_core_count, physical_core_count
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("helpers.core.hardware.cgroup_cpu_limit", lambda: None)
+    for cpu, core in enumerate([0, 0, 1, 1]):  # two cores, two hyper-threads each
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    assert physical_core_count(tmp_path) == 2
+    assert cpu_core_count() == 4
+    assert physical_core_count(tmp_path / "missing") == 4

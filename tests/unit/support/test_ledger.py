@@ -16,7 +16,7 @@ def entry(chapter=1, technique="batching", baseline=100.0, optimized=200.0, high
 
 
 FIELDS = {"chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_interval", "gain",
-          "hardware", "extras"}
+          "hardware", "extras", "compared_with", "kind"}
 
 
 def test_speedup_is_above_one_when_the_technique_helps_either_way():
@@ -35,6 +35,17 @@ def test_an_interval_that_includes_one_is_recorded_as_no_gain():
     assert exact.speedup_interval is None and exact.gain == "gain"
     table = ledger_table([noisy, exact])
     assert table.loc[(2, "masking"), "speedup_low"] == 0.95 and table.loc[(2, "masking"), "gain"] == "no gain"
+
+
+def test_an_entry_names_its_baseline_and_says_what_kind_of_number_it_is():
+    timed = make_entry(2, "folding", metric="latency", unit="ms", baseline=10.0, optimized=8.0, higher_is_better=False,
+                       hardware="h", ratio=Ratio(1.2, 1.1, 1.3, 5), compared_with="the same network, BN unfolded")
+    assert timed.compared_with == "the same network, BN unfolded"
+    assert timed.kind == "time ratio, median of round ratios (range of 5 rounds)"
+    assert entry(baseline=100.0, optimized=25.0, higher_is_better=False).kind == "exact ratio (sizes or counts)"
+    with pytest.raises(TypeError, match="compared_with must be a str"):
+        make_entry(2, "x", metric="m", unit="u", baseline=1.0, optimized=1.0, higher_is_better=False, hardware="h",
+                   compared_with=None)
 
 
 def test_claims_are_stored_beside_the_entries_and_replaced_per_chapter(tmp_path):
