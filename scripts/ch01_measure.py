@@ -110,11 +110,14 @@ claims = []  # every speed claim this chapter makes, judged on this machine; rec
 # Two more budgets sit beside time. **Memory**: the peak resident memory of a process (`psutil`'s
 # RSS, or the course's `track_peak_memory`, which the budgets of this course use) and, on a GPU,
 # `torch.cuda.max_memory_allocated()`; a technique that saves time but no longer fits is no
-# technique (chapters 3, 5 and 6 measure it). **Energy**: joules per item, read from the GPU's
+# technique (chapter 3 counts the bytes autograd keeps for the backward pass, chapter 5 the peak
+# memory of each training process, chapter 6 the bytes of a model). **Energy**: joules per item, read from the GPU's
 # power counter (`nvidia-smi --query-gpu=power.draw`, or NVML) or a CPU's RAPL counters where the
 # OS exposes them; in a VM like this course's machines it usually cannot be read at all. Language
-# models add their own serving metrics, **time to first token** (TTFT) and **time per output token**
-# (TPOT, or inter-token latency): the appendix measures them.
+# models add their own serving metrics: **time to first token** (TTFT, the wait until the first
+# generated token, dominated by the forward pass over the whole prompt) and **time per output token**
+# (TPOT, or inter-token latency, the pace of every later token, each one forward pass that reads all
+# the weights again).
 #
 # Our running example is a small convolutional network for 32x32 grey images. Its *static* cost —
 # what it costs before it runs — is exact: parameters and FLOPs are the same on every machine, and the
@@ -307,9 +310,10 @@ plot_sweep(batch_sizes, {"latency_ms": sweep["latency_ms"], "images_per_s": swee
 # "Batching raises throughput" is a claim about speed, so the course states it with a threshold and
 # judges it from the alternating rounds: each round gives one ratio (here, time per image at batch 1
 # over time per image at batch 64), so a slow spell of the machine hits both sides of the ratio alike.
-# Resampling the rounds thousands of times gives a 95% interval for the median ratio (a *bootstrap*);
-# with fewer than 8 rounds a bootstrap can do no better than the range of the round ratios, so the
-# course prints that range and says so ("range of 5 rounds").
+# Resampling the rounds thousands of times gives a 95% interval for the median ratio (a *bootstrap*).
+# With few rounds a bootstrap is unreliable, so below 8 rounds the course prints the range of the
+# round ratios instead and says so ("range of 5 rounds"): the median of the ratios lies inside the
+# range of 5 rounds with about 94% probability ($1 - 2 \cdot 0.5^5$).
 # The claim **holds** when the whole interval clears the threshold, **does not hold here** when the
 # whole interval misses it, and is **inconclusive** when the threshold lies inside the interval.
 
@@ -341,10 +345,10 @@ print(f"per image at the best batch ({best_batch}): {sweep.loc[best_batch, 'per_
       f"images/s ({sweep.loc[largest, 'images_per_s'] / sweep['images_per_s'].max():.0%} of the best).")
 batching_reading = (
     f"Fixed costs per call are {fixed_ms / t1:.0%} of one image's time here, so sharing them explains "
-    f"{'most' if fixed_ms / t1 > 0.5 else 'little'} of the gain. "
+    f"{'most' if fixed_ms / t1 > 0.5 else 'part' if fixed_ms / t1 > 0.2 else 'little'} of the gain. "
     + ("" if fixed_ms / t1 > 0.5 else "The rest is per-image work that gets cheaper on bigger tensors (the "
-       f"cost per image falls from {t1:.3f} ms to {sweep['per_item_ms'].min():.3f} ms, below v): the library "
-       "splits a bigger batch across the cores and fills the vector units better. "))
+       f"cost per image falls from {t1:.3f} ms to {sweep['per_item_ms'].min():.3f} ms, below v). A likely "
+       "cause, not measured here: a bigger tensor splits better across the cores and fills the vector units. "))
 report_claim(batching, holds=batching_reading,
              does_not_hold=batching_reading + "On this machine a single image already keeps the cores busy enough "
                            "that batching gains less than the claim expects.")
@@ -353,8 +357,9 @@ report_claim(batching, holds=batching_reading,
 # ### Explore: the batch-size knob
 # Move the slider: the cell re-measures the model at that batch size on your machine. Where does
 # throughput stop growing? Past that point a larger batch adds latency, and throughput can even fall
-# (the second printed line above says whether it did at batch 128 in this run): a likely cause is a
-# batch whose activations no longer fit in the caches, so each layer streams them from memory.
+# (the second printed line above says whether it did at batch 128 in this run). Its cause is not
+# measured here: timing each layer at both batch sizes (chapter 7's profiler does it) would show
+# which layers slow down per image.
 
 # %% tags=["nbval-ignore-output"]
 def show_batch(batch_size: int) -> pd.DataFrame:
@@ -678,8 +683,8 @@ plot_breakdown({name: t.phases_ms for name, t in steps.items()}, hardware=hw.cpu
 # Amdahl's law; when one broke, the gap between prediction and measurement is that premise's doing.
 
 # %% tags=["nbval-ignore-output"]
-print(amdahl_verdict(predicted=predicted, ceiling=ceiling, step=step_speedup, data_inside=data_inside,
-                     data_alone=data_speedup, rest=rest_speedup))
+print(amdahl_verdict(share=data_share, step=step_speedup, data_inside=data_inside, data_alone=data_speedup,
+                     rest=rest_speedup))
 
 # %% [markdown]
 # What to take from it, whichever way your run went: Amdahl's law bounds what speeding up *one* phase
@@ -713,10 +718,12 @@ print(f"full-width network: step {wide.mean_ms['step']:.1f} ms, data share p = {
 # ## 7. What the source article leaves out
 # The article this course follows opens by saying that optimisation makes models faster and cheaper,
 # and then presents techniques without ever measuring one. Its only measuring code is a profiler
-# snippet in its tools section, which records a trace: no warm-up, no synchronisation, no second
-# variant to compare with (chapter 7 uses the profiler properly). Without the discipline of this chapter — warm-up, synchronisation, many calls, alternating
-# rounds, an interval around every ratio, and an Amdahl estimate of what is at stake — a "speed-up" is
-# a hope, not a result. Every later chapter measures its claims with the helpers used here.
+# snippet in its tools section, which records one pass: no warm-up (the first call pays for
+# allocation and kernel selection), no `schedule` to skip it, a single step, no second variant to
+# compare with, and a `SummaryWriter` imported but never used (chapter 7 uses the profiler
+# properly). Without the discipline of this chapter (warm-up, synchronisation, many calls,
+# alternating rounds, an interval around every ratio, and an Amdahl estimate of what is at stake), a
+# "speed-up" is a hope, not a result. Every later chapter measures its claims with the helpers used here.
 
 # %% [markdown]
 # ## 8. Exercises
@@ -748,7 +755,7 @@ def cost_per_million_images(price_per_hour: float, images_per_s: float) -> float
 
 check_function("Exercise 1", cost_per_million_images, COST_CASES, rtol=1e-5)
 
-# %% tags=["nbval-ignore-output"]
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution", "nbval-ignore-output"]
 price = 0.10  # dollars per hour: an illustrative price for a small cloud VM
 print(f"at batch 1: ${cost_per_million_images(price, sweep.loc[1, 'images_per_s']):.4f}; at the best batch "
       f"({sweep['images_per_s'].idxmax()}): ${cost_per_million_images(price, sweep['images_per_s'].max()):.4f}")
@@ -823,20 +830,20 @@ side_bf16 = "compute" if matmul_intensity(512, 2) > ridge_bf16 else "memory"
 check_ridge_exercise(ridge_fp32, ridge_bf16, side_fp32, side_bf16)
 print(f"512 x 512 in float32: intensity {matmul_intensity(512, 4):.0f} vs ridge {ridge_fp32:.0f}; "
       f"in bf16: {matmul_intensity(512, 2):.0f} vs ridge {ridge_bf16:.0f}")
+# Halving the bytes per element doubles the intensity, but the tensor cores raise the compute peak about
+# 15-fold, so the ridge moves right much faster: the 512 x 512 product, compute-bound in float32, becomes
+# memory-bound in bfloat16. Lower precision does not move work away from the memory-bound side. It pays on
+# memory-bound work because it moves half the bytes, and on compute-bound work only where the hardware has
+# faster units for it (tensor cores; AVX-512-BF16 or AMX on a CPU, chapter 3).
+# Caveat 1: float32 products on such a GPU can also use tensor cores in TF32 (about 495 TFLOP/s dense on the
+# H100), which moves the float32 ridge far right too.
+# Caveat 2: a product this small is bound by neither roof. Its 1.5 MiB of operands fit in the 50 MB L2 cache,
+# and with the 128 x 128 tiles a fast kernel uses it has 16 thread blocks for the H100's 132 streaming
+# multiprocessors: most of the chip idles (low occupancy), the kernel lasts a few microseconds, about as long
+# as launching it, as the small products on this CPU were bound by fixed overheads.
 
-# %% [markdown]
-# Halving the bytes per element doubles the intensity, but the tensor cores raise the compute peak
-# about 15-fold, so the ridge moves right much faster: the 512 x 512 product, compute-bound in
-# float32, becomes *memory-bound* in bfloat16. Lower precision does not move work away from the
-# memory-bound side. It pays on memory-bound work because it moves half the bytes, and on
-# compute-bound work only where the hardware has faster units for it (tensor cores; AVX-512-BF16 or
-# AMX on a CPU, chapter 3). Two caveats: float32 matrix products on such a GPU can also use tensor
-# cores in TF32 (about 495 TFLOP/s dense on the H100), which moves the float32 ridge far right too;
-# and a product this small is over in a microsecond, shorter than launching it, and its 1.5 MiB of
-# operands fit in the GPU's 50 MB L2 cache. In practice it is bound by neither roof: with the 128 x
-# 128 tiles a fast kernel uses, it has 16 thread blocks for the H100's 132 streaming multiprocessors,
-# so most of the chip idles (low occupancy), and the launch costs about as long as the work, as the
-# small products on this CPU were bound by fixed overheads.
+# What the answer means, and two caveats, are in the comments of the folded solution above: open it
+# once you have checked your answers.
 #
 # **Exercise 4.** Write a correct benchmark loop: `warmup` untimed calls, then `calls` timed calls,
 # each between two clock readings taken after `sync()` (which waits for the device), and return the

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.core.claims import Claim, Ratio, claims_table  # noqa: E402
+from helpers.core.claims import claims_table  # noqa: E402
 from helpers.support.ledger import LEDGER_ENV, load_claims  # noqa: E402
 from tools.course import load_course  # noqa: E402
 from run_notebooks import execute_notebook  # noqa: E402
@@ -37,9 +37,8 @@ def run_chapters(paths: list[Path], ledger: Path) -> None:
 def print_claims(claims: list[dict]) -> int:
     """The table, one row per claim; the number of claims that do not hold here."""
     table = claims_table(claims).reset_index()
-    labels = [Ratio(**(c.as_dict() if isinstance(c, Claim) else c)["ratio"]).interval_label for c in claims]
     table["interval"] = [f"{lo:.2f} to {hi:.2f}x ({label})"
-                         for lo, hi, label in zip(table["low"], table["high"], labels)]
+                         for lo, hi, label in zip(table["low"], table["high"], table["interval"])]
     table["measured"] = [f"{m:.2f}x" for m in table["measured"]]
     hardware = sorted(set(table["hardware"]))
     columns = ["chapter", "claim", "measured", "interval", "threshold", "verdict"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from helpers.core.claims import Ratio
 from helpers.core.validate import require_instance, require_number
 
+REST_TOLERANCE = 0.03  # "unchanged" means within 3% either way, with the whole interval inside
+
 
 def prediction_position(predicted: float, ceiling: float, step: Ratio) -> str:
     """Where the step's measured interval lies: 'above the ceiling', 'inside', 'above' or 'below' the prediction."""
@@ -24,11 +26,16 @@ def data_premise(data_inside: Ratio, data_alone: Ratio) -> str:
     return "held"
 
 
-def amdahl_verdict(*, predicted: float, ceiling: float, step: Ratio, data_inside: Ratio, data_alone: Ratio,
-                   rest: Ratio) -> str:
-    """The check of an Amdahl prediction, in sentences chosen by what was measured."""
-    require_number("predicted", predicted, strictly_positive=True)
-    require_number("ceiling", ceiling, minimum=predicted)
+def amdahl_speedup(share: float, speedup: float) -> float:
+    """Amdahl's law: the whole's speed-up when a share of its time gets `speedup` times faster."""
+    require_number("share", share, minimum=0, maximum=1)
+    require_number("speedup", speedup, strictly_positive=True)
+    return 1 / ((1 - share) + share / speedup)
+
+
+def amdahl_verdict(*, share: float, step: Ratio, data_inside: Ratio, data_alone: Ratio, rest: Ratio) -> str:
+    """The check of an Amdahl prediction from (share p, data_alone s), in sentences chosen by what was measured."""
+    predicted, ceiling = amdahl_speedup(share, data_alone.median), amdahl_speedup(share, float("inf"))
     for name, ratio in (("step", step), ("data_inside", data_inside), ("data_alone", data_alone), ("rest", rest)):
         require_instance(name, ratio, Ratio)
     position = prediction_position(predicted, ceiling, step)
@@ -38,19 +45,57 @@ def amdahl_verdict(*, predicted: float, ceiling: float, step: Ratio, data_inside
         "inside": "the prediction lies inside the measured interval.",
         "below": "the step gained less than predicted.",
         "above": "the step gained more than predicted."}[position]]
+    if position != "above the ceiling" and step.median > ceiling:
+        lines.append(f"Its median ({step.median:.2f}x) lies above the ceiling, which a faster data phase alone "
+                     "cannot reach: look at the premises.")
     data = data_premise(data_inside, data_alone)
     lines.append(f"Premise 1, the data phase keeps its speed-up inside the step: {data_inside} inside against "
                  f"{data_alone.median:.1f}x alone: " + {
                      "held": "held.", "less": "broke, it gained less inside the step than alone.",
                      "more": "broke, it gained more inside the step than alone."}[data])
-    lines.append(f"Premise 2, the rest of the step is unchanged: {rest}: " + {
-        "no gain": "held, within this run's noise.", "gain": "broke, the rest of the step got faster too.",
-        "loss": "broke, the rest of the step got slower."}[rest.gain])
-    if data == "held" and rest.gain == "no gain":
+    if data != "held":
+        lines.append(f"Fed with the speed-up the data phase had inside the step, Amdahl predicts "
+                     f"{amdahl_speedup(share, data_inside.median):.2f}x.")
+    lines.append(f"Premise 2, the rest of the step is unchanged (within {REST_TOLERANCE:.0%}): {rest}: "
+                 + rest_premise_reading(rest))
+    rest_held = rest_premise(rest) == "held"
+    if data == "held" and rest_held:
         lines.append("Both premises held, so this run tests the law: " + (
             "Amdahl's law, fed with p and s measured beforehand, predicted the step." if position == "inside" else
             "yet the prediction missed; p was measured in another run than the comparison, so look there first."))
     else:
-        lines.append("A premise broke, so this run does not test the law's arithmetic: the gap between prediction "
-                     "and measurement is the broken premise's doing, and it is itself worth knowing.")
+        lifted = position in ("above", "above the ceiling") or step.median > ceiling
+        lines.append(explain_the_miss(lifted, position, data, rest_premise(rest)))
     return "\n".join(lines)
+
+
+def rest_premise(rest: Ratio) -> str:
+    """'held' when the whole interval lies within the tolerance of 1.0 (an equivalence test), 'faster' or 'slower'
+    when it lies wholly on one side of 1.0, and 'not shown' when it is too wide to tell."""
+    if 1 - REST_TOLERANCE <= rest.low and rest.high <= 1 + REST_TOLERANCE:
+        return "held"
+    return {"gain": "faster", "loss": "slower"}.get(rest.gain, "not shown")
+
+
+def rest_premise_reading(rest: Ratio) -> str:
+    """The sentence for premise 2's outcome."""
+    return {"held": "held: the whole interval lies within the tolerance.",
+            "faster": "broke, the rest of the step got faster too.",
+            "slower": "broke, the rest of the step got slower.",
+            "not shown": f"not shown: the interval is too wide to tell a change of {REST_TOLERANCE:.0%} from none "
+                         f"(the rest's time could have changed by {1 / rest.high - 1:+.0%} to {1 / rest.low - 1:+.0%})."
+            }[rest_premise(rest)]
+
+
+def explain_the_miss(lifted: bool, position: str, data: str, rest: str) -> str:
+    """Which premise accounts for the step's place: a faster rest lifts it, a data phase that gained less lowers it."""
+    if lifted and rest == "faster":
+        return "The step beat the prediction because the rest of the step got faster, which Amdahl's law excludes."
+    if lifted:
+        return ("The step beat the prediction (or its median beat the ceiling), and only a faster rest of the step "
+                "can do that; this run cannot tell that change from its noise, so more rounds would be needed to see it.")
+    if position == "below" and (data == "less" or rest == "slower"):
+        return "The step fell short of the prediction, as the broken premise implies."
+    return ("A premise broke or could not be shown, so this run does not test the law's arithmetic; the prediction "
+            "landed inside the interval by the sum of effects that partly cancel." if position == "inside" else
+            "A premise broke or could not be shown, so this run does not test the law's arithmetic.")

@@ -197,7 +197,8 @@ class HardwareReport:
         bf16 = {True: "native bf16", False: "no native bf16", None: "bf16 support unknown"}
         parts = [
             f"device={self.device}",
-            f"CPU: {self.cpu_model}, ISA {self.cpu_isa}, {self.cpu_cores} cores, {bf16[self.cpu_native_bf16]}",
+            f"CPU: {self.cpu_model}, ISA {self.cpu_isa}, {self.cpu_cores} logical CPUs "
+            f"({physical_core_count()} physical cores), {bf16[self.cpu_native_bf16]}",
         ]
         if self.gpu_name:
             parts.append(

@@ -187,9 +187,11 @@ def test_zero_is_allowed_and_negative_counts_are_refused():
 
 
 def test_the_amdahl_verdict_can_fail_and_reads_each_premise():
-    from helpers.ch01_measure.amdahl import amdahl_verdict, data_premise, prediction_position
+    from helpers.ch01_measure.amdahl import amdahl_speedup, amdahl_verdict, data_premise, prediction_position
     from helpers.core.claims import Ratio
 
+    assert amdahl_speedup(0.5, 2.0) == pytest.approx(4 / 3)
+    assert amdahl_speedup(0.2, float("inf")) == pytest.approx(1.25)
     step, alone = Ratio(1.19, 1.15, 1.22, 20), Ratio(20.0, 18.0, 22.0, 5)
     assert prediction_position(1.19, 1.20, step) == "inside"
     assert prediction_position(1.19, 1.20, Ratio(1.30, 1.25, 1.35, 20)) == "above the ceiling"
@@ -197,12 +199,17 @@ def test_the_amdahl_verdict_can_fail_and_reads_each_premise():
     assert prediction_position(1.10, 1.50, Ratio(1.30, 1.25, 1.35, 20)) == "above"
     assert data_premise(Ratio(8.6, 8.0, 9.0, 20), alone) == "less"
     assert data_premise(Ratio(20.0, 17.0, 23.0, 20), alone) == "held"
-    held = amdahl_verdict(predicted=1.19, ceiling=1.20, step=step, data_inside=Ratio(20.0, 17.0, 23.0, 20),
-                          data_alone=alone, rest=Ratio(1.0, 0.98, 1.02, 20))
+    share = 1 - 1 / 1.2  # ceiling 1.2x; with s = 20 the prediction is 1.19x
+    held = amdahl_verdict(share=share, step=step, data_inside=Ratio(20.0, 17.0, 23.0, 20), data_alone=alone,
+                          rest=Ratio(1.0, 0.98, 1.02, 20))
     assert "predicted the step" in held and "broke" not in held
-    broken = amdahl_verdict(predicted=1.19, ceiling=1.20, step=Ratio(1.26, 1.21, 1.30, 20),
-                            data_inside=Ratio(8.6, 8.0, 9.0, 20), data_alone=alone, rest=Ratio(1.05, 1.03, 1.07, 20))
-    assert "above the ceiling" in broken and "does not test the law" in broken
+    wide = amdahl_verdict(share=share, step=step, data_inside=Ratio(20.0, 17.0, 23.0, 20), data_alone=alone,
+                          rest=Ratio(1.0, 0.95, 1.15, 20))
+    assert "not shown: the interval is too wide" in wide and "does not test the law" in wide
+    broken = amdahl_verdict(share=share, step=Ratio(1.26, 1.21, 1.30, 20), data_inside=Ratio(8.6, 8.0, 9.0, 20),
+                            data_alone=alone, rest=Ratio(1.05, 1.03, 1.07, 20))
+    assert "above the ceiling" in broken and "because the rest of the step got faster" in broken
     assert "gained less inside" in broken and "got faster too" in broken
-    with pytest.raises(ValueError, match="ceiling must be >="):
-        amdahl_verdict(predicted=1.3, ceiling=1.2, step=step, data_inside=step, data_alone=alone, rest=step)
+    assert f"Amdahl predicts {amdahl_speedup(share, 8.6):.2f}x" in broken
+    with pytest.raises(ValueError, match="share must be <= 1"):
+        amdahl_verdict(share=1.5, step=step, data_inside=step, data_alone=alone, rest=step)
