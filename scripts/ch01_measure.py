@@ -60,7 +60,9 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.claims import claims_table, make_claim, paired_ratio, report_claim
 from helpers.core.cost import count_flops, model_cost
@@ -69,7 +71,7 @@ from helpers.core.hardware import (
     theoretical_fp32_gflops,
 )
 from helpers.core.roofs import (
-    READ_PROBE, READ_WRITE_PROBE, ROOF_ELEMENTS, roof_matmul, roof_operations, roofs_from_seconds,
+    IN_PLACE_PROBE, NEW_OUTPUT_PROBE, READ_PROBE, ROOF_ELEMENTS, roof_matmul, roof_operations, roofs_from_seconds,
 )
 from helpers.core.measure import (
     measure_interleaved, measure_latency, measure_percentiles, synchronize, synchronized_timer, throughput,
@@ -390,11 +392,14 @@ live_control(show_batch, batch_size=widgets.SelectionSlider(
 # that is not in its cache, it first *reads* that line (write-allocate), so a copy `out = x` may
 # move three streams (read `x`, read `out`'s lines, write `out`) instead of two. Some kernels avoid
 # that read with non-temporal stores, so we cannot know which count applies; the
-# `bytes_with_write_allocate` column shows the other case. The bandwidth roofs are therefore taken
-# from two operations whose traffic is not in doubt: a sum that only reads a vector (the **read
-# roof**) and a scale in place, which reads and writes the same lines (the **read-write roof**).
-# They are two roofs, not one: an operation that writes is compared with the read-write roof, one
-# that only reads with the read roof. Chapter 2 measures the same probes with the same helper
+# `bytes_with_write_allocate` column shows the other case. So we do not guess: we measure one
+# bandwidth roof per way of touching memory, each from a probe that touches it that way and nothing
+# else, and count every probe's bytes at the minimum. A sum that only reads a vector gives the
+# **read roof**; a scale in place, which reads and writes the same lines, the **in-place roof**; a
+# copy into a second vector, the **new-output roof**, which contains whatever writing to lines not
+# yet read costs here, write-allocate included. An operation is compared with the roof of its own
+# pattern: a sum with the read roof, an `add` or a matrix product (which write a fresh output) with
+# the new-output roof. Chapter 2 times the same probes with the same helper
 # (`helpers/core/roofs.py`), so both chapters draw one roofline per machine.
 #
 # An $n \times n$ float32 matrix product does $2n^3$ FLOPs and must move at least its three matrices
@@ -407,47 +412,48 @@ matmul_sizes = [64, 128, 256, 512, 1024]
 
 
 def matmul_work(n: int) -> tuple[int, int, int, bool]:
-    """(FLOPs, minimum bytes, bytes with write-allocate, writes?) of an n x n float32 matrix product."""
-    return 2 * n**3, 3 * 4 * n**2, 4 * 4 * n**2, True
+    """(FLOPs, minimum bytes, bytes with write-allocate, access) of an n x n float32 matrix product."""
+    return 2 * n**3, 3 * 4 * n**2, 4 * 4 * n**2, "new output"
 
 
 work = {f"matmul {n}": matmul_work(n) for n in matmul_sizes}
-work[READ_PROBE] = (ELEMENTS, 4 * ELEMENTS, 4 * ELEMENTS, False)
-work[READ_WRITE_PROBE] = (ELEMENTS, 2 * 4 * ELEMENTS, 2 * 4 * ELEMENTS, True)
-work["copy"] = (0, 2 * 4 * ELEMENTS, 3 * 4 * ELEMENTS, True)
-work["add"] = (ELEMENTS, 3 * 4 * ELEMENTS, 4 * 4 * ELEMENTS, True)
-intensity = pd.DataFrame(work, index=["flops", "bytes", "bytes_with_write_allocate", "writes"]).T
+work[READ_PROBE] = (ELEMENTS, 4 * ELEMENTS, 4 * ELEMENTS, "read")
+work[IN_PLACE_PROBE] = (ELEMENTS, 2 * 4 * ELEMENTS, 2 * 4 * ELEMENTS, "in place")
+work[NEW_OUTPUT_PROBE] = (0, 2 * 4 * ELEMENTS, 3 * 4 * ELEMENTS, "new output")
+work["add"] = (ELEMENTS, 3 * 4 * ELEMENTS, 4 * 4 * ELEMENTS, "new output")
+intensity = pd.DataFrame(work, index=["flops", "bytes", "bytes_with_write_allocate", "access"]).T
 intensity["flop_per_byte"] = intensity["flops"] / intensity["bytes"]
 intensity.round(4)
 
 # %% [markdown]
 # Now the measured rates, the operations timed in alternating rounds. The probes give the roofs:
-# the better of the two largest matrix products is our *measured* compute peak, the sum our read
-# bandwidth, the scale in place our read-write bandwidth. All are lower bounds of what the hardware
-# can do, and each reaches 100% of its own roof by construction.
+# the better of the two largest matrix products is our *measured* compute peak, the sum, the scale
+# in place and the copy our three bandwidths. All are lower bounds of what the hardware can do
+# (a better-tuned kernel could beat them), and each probe reaches 100% of its own roof by
+# construction.
 
 # %% tags=["nbval-ignore-output"]
-operations = roof_operations(ELEMENTS)  # the roof probes: matmul 512 and 1024, the sum, the scale in place
+operations = roof_operations(ELEMENTS)  # the roof probes: matmul 512 and 1024, the sum, the scale, the copy
 for n in matmul_sizes[:3]:
     operations[f"matmul {n}"] = roof_matmul(n)
 x, y, out = torch.randn(ELEMENTS), torch.randn(ELEMENTS), torch.empty(ELEMENTS)
-operations["copy"] = lambda: out.copy_(x)
 operations["add"] = lambda: torch.add(x, y, out=out)
 seconds = pd.Series({name: t.median_s for name, t in measure_interleaved(operations, min_run_time=0.5).items()})
-del operations, x, y, out  # free the 256 MiB of vectors
+del operations, x, y, out  # free the vectors
 roofs = roofs_from_seconds(seconds, ELEMENTS)
 rates = intensity.assign(median_ms=seconds * 1e3, gflop_per_s=intensity["flops"] / seconds / 1e9,
                          gbyte_per_s=intensity["bytes"] / seconds / 1e9)
-rates["roof"] = ["read-write" if w else "read" for w in rates["writes"]]
-roof = pd.Series([roofs.attainable_gflops(i, writes=w) for i, w in zip(rates["flop_per_byte"], rates["writes"])],
-                 index=rates.index)
-rates["side of its ridge"] = ["memory" if i < roofs.ridge(writes=w) else "compute"
-                              for i, w in zip(rates["flop_per_byte"], rates["writes"])]
-rates["share of roof"] = rates["gflop_per_s"] / roof.where(roof > 0)
+bandwidth = rates["access"].map(roofs.bandwidth_gbps)
+rates["side of its ridge"] = ["memory" if i < roofs.ridge(a) else "compute"
+                              for i, a in zip(rates["flop_per_byte"], rates["access"])]
+# min(P, I x B) is the roof, so the share of it is the larger of the two shares (and works for a copy's 0 FLOPs)
+rates["share of roof"] = np.maximum(rates["gflop_per_s"] / roofs.gflops, rates["gbyte_per_s"] / bandwidth)
 print("measured roofs:", roofs.summary())
-print(f"the scale in place took {seconds[READ_WRITE_PROBE] / seconds[READ_PROBE]:.2f}x the time of the read-only "
-      f"sum over the same vector, while counting twice the bytes.")
-rates.drop(columns="writes").round(3)
+print(f"against the read-only sum over the same vector: the scale in place took "
+      f"{seconds[IN_PLACE_PROBE] / seconds[READ_PROBE]:.2f}x its time, the copy "
+      f"{seconds[NEW_OUTPUT_PROBE] / seconds[READ_PROBE]:.2f}x; each counts twice the sum's bytes. The copy took "
+      f"{seconds[NEW_OUTPUT_PROBE] / seconds[IN_PLACE_PROBE]:.2f}x the scale's time (write-allocate alone: about 1.5x).")
+rates.round(3)
 
 # %% [markdown]
 # "Side of its ridge" is only where an operation's intensity falls against its own roof; the "share
@@ -457,9 +463,15 @@ rates.drop(columns="writes").round(3)
 #
 # **Read the second printed line.** If writing back every line cost as much again as reading it, the
 # scale in place would take about twice the sum's time; if it takes about the same time, reads set
-# the pace and the write-back overlaps with them (or stays in a cache). That is why one roof is not
-# enough: with only the read roof, the scale would sit above its roof; with only the read-write roof,
-# the sum would look slow when it is streaming as fast as reads go here.
+# the pace and the write-back overlaps with them (or stays in a cache). The copy moves the same
+# counted bytes as the scale, but writes lines it has not read. Write-allocate alone would add one
+# read stream, making the copy about 1.5x the scale's time (three streams against two); well
+# beyond that, writing lines not yet read costs more than write-allocate on this machine, for
+# reasons a roofline cannot see. Either way the copy's time holds the cost, and that is why an
+# operation writing a fresh output is compared with the copy's roof. That is
+# why one roof is not enough: with only the read roof, the scale would sit above its roof; with only
+# the in-place roof, the sum would look slow when it is streaming as fast as reads go, and an
+# operation that writes a fresh output would look slower than anything could make it.
 #
 # **Deeper: is the measured compute peak the hardware's?** A core does at most (float32 lanes per
 # vector instruction) x 2 (a fused multiply-add) x (FMA units) operations per cycle, and two
@@ -489,13 +501,13 @@ points = {name: (row.flop_per_byte, row.gflop_per_s) for name, row in rates.iter
 plot_roofline(roofs, points, hardware=hw.cpu_label, theoretical_gflops=theoretical)
 
 # %% [markdown]
-# The element-wise operations lie far left of both ridges: whatever share of its bandwidth roof each
-# reaches (the table's last column), more arithmetic units would not help them, only fewer bytes.
-# Where one stays well under its roof, the roofline does not say why: copy and add write to lines
-# they have not read, so write-allocate may add a stream (the `bytes_with_write_allocate` column);
-# finding out needs a hardware counter of memory traffic (chapter 7's tools point to them). Large
-# matrix products sit near the flat part: they are limited by arithmetic. Small ones fall below both
-# lines: fixed overheads dominate. This picture explains later chapters: depthwise convolutions
+# The element-wise operations lie far left of every ridge: more arithmetic units would not help
+# them, only fewer bytes. The `add` is compared with the new-output roof, the copy's pattern with
+# one more input stream, so the table's last column says whether a third stream costs it more than
+# its share of bytes. The roofs do not say *why* a rate is what it is: counting the real traffic
+# needs a hardware counter of memory traffic (chapter 7's tools point to them). Large matrix
+# products sit near the flat part: they are limited by arithmetic. Small ones fall below every
+# line: fixed overheads dominate. This picture explains later chapters: depthwise convolutions
 # (chapter 2) have low intensity, so their FLOP savings do not all turn into time savings; lower
 # precision (chapter 3) helps memory-bound work because it moves fewer bytes, and compute-bound work
 # only where the hardware has faster units for it; fusing operations (`torch.compile`) avoids writing
@@ -687,6 +699,28 @@ print(amdahl_verdict(share=data_share, step=step_speedup, data_inside=data_insid
                      rest=rest_speedup))
 
 # %% [markdown]
+# **Why premise 1 usually breaks here.** Alone, each data phase was timed over whole epochs; inside
+# the step, each fetch is timed between two synchronised clock reads, right after a backward pass
+# and an optimizer update have filled the caches with other data. Suppose both pipelines pay the
+# same fixed extra cost $c$ per fetch inside the step. A phase that took $a$ ms alone and another
+# that took $b$ ms then measure $(a + c) / (b + c)$ instead of $a / b$: a fixed cost barely changes
+# a long phase and swamps a short one, so the ratio shrinks. Per batch, alone and inside:
+
+# %% tags=["nbval-ignore-output"]
+loaders = {"per-sample prep": per_sample_loader, "prepared once, batched fetch": batched_loader}
+per_batch = pd.DataFrame({name: {"alone (ms)": fetch[name].median_ms / len(loader),
+                                 "inside the step (ms)": steps[name].mean_ms["data"]}
+                          for name, loader in loaders.items()}).T
+per_batch["extra inside (ms)"] = per_batch["inside the step (ms)"] - per_batch["alone (ms)"]
+display(per_batch.round(4))
+a_ms, b_ms = per_batch["alone (ms)"]
+c_ms = per_batch.loc["prepared once, batched fetch", "extra inside (ms)"]
+print(f"with the batched pipeline's extra {c_ms:.4f} ms added to both, the ratio would be "
+      f"{(a_ms + c_ms) / (b_ms + c_ms):.1f}x; measured inside the step: {data_inside.median:.1f}x; alone "
+      f"{a_ms / b_ms:.1f}x. The closer the first figure is to the second, the more of the gap one fixed cost per "
+      "fetch explains.")
+
+# %% [markdown]
 # What to take from it, whichever way your run went: Amdahl's law bounds what speeding up *one* phase
 # can give, and it said before the new pipeline existed that most of the step would remain. It is a
 # model with premises, and the measurement checks them. A step that beats the ceiling did not refute
@@ -706,6 +740,30 @@ wide_share = wide.mean_ms["data"] / wide.mean_ms["step"]
 print(f"full-width network: step {wide.mean_ms['step']:.1f} ms, data share p = {wide_share:.1%}, ceiling "
       f"{1 / (1 - wide_share):.3f}x (narrow network: p = {data_share:.1%}). Chapter 4 measures a case where the "
       "loader is the bottleneck.")
+
+# %% [markdown]
+# **How busy were the cores? Model FLOPs utilisation.** Large training runs report *MFU*: the
+# arithmetic the model needs per step (forward and backward, counted by `FlopCounterMode`), divided
+# by the step time, as a share of the peak. It says at once how much any optimisation could still
+# win: a step at 5% MFU is waiting on something other than arithmetic. Against the compute roof
+# measured in section 4 (and the theoretical peak, where it could be estimated):
+
+# %% tags=["nbval-ignore-output"]
+def training_step_flops(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
+    """FLOPs of one forward and backward pass (matrix products and convolutions, as count_flops counts)."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(net(images), labels).backward()
+    net.zero_grad()
+    return counter.get_total_flops()
+
+
+images, labels = next(iter(batched_loader))
+for name, net, step_ms in (("narrow, batched fetch", training_setup(batched_loader)[0], after.mean_ms["step"]),
+                           ("full width, per-sample prep", wide_net, wide.mean_ms["step"])):
+    achieved = training_step_flops(net, images, labels) / (step_ms / 1e3) / 1e9
+    peak = f", {achieved / theoretical:.1%} of the theoretical peak" if theoretical else ""
+    print(f"{name}: {achieved:.1f} GFLOP/s in its training step, MFU {achieved / roofs.gflops:.1%} of the measured "
+          f"compute roof{peak}")
 
 # %% [markdown]
 # **What the intervals do not cover.** Each interval describes the noise *within this run*: the
@@ -901,13 +959,14 @@ pd.DataFrame({"my_benchmark": mine, "measure_percentiles": {"p50_ms": helper.p50
 # %% tags=["nbval-ignore-output"]
 entries = [
     make_entry(1, "batching", metric="inference throughput, batch 64 vs 1", unit="images/s",
-               baseline=sweep.loc[1, "images_per_s"], optimized=sweep.loc[64, "images_per_s"],
-               higher_is_better=True, hardware=hw.cpu_label, ratio=batching.ratio,
+               baseline=1 / np.median(per_image_s[1]), optimized=1 / np.median(per_image_s[64]),
+               higher_is_better=True, hardware=hw.cpu_label, claim=batching,
                compared_with="the same model at batch 1",
                extras={"best_batch_size": int(sweep["images_per_s"].idxmax()),
                        "fixed_share_of_batch_1": fixed_ms / t1}),
     make_entry(1, "batched_data_fetch", metric="training step time, narrow CNN, batch 64", unit="ms",
-               baseline=before.step_ms, optimized=after.step_ms, higher_is_better=False, hardware=hw.cpu_label,
+               baseline=np.median(before.round_step_ms), optimized=np.median(after.round_step_ms),
+               higher_is_better=False, hardware=hw.cpu_label,
                ratio=step_speedup, compared_with="the per-sample pipeline, same network and optimizer",
                extras={"data_share_before": data_share, "data_phase_speedup_alone": data_speedup.median,
                        "data_phase_speedup_inside": data_inside.median, "rest_of_step_speedup": rest_speedup.median,

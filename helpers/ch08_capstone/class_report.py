@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 
 from helpers.support.plots import STYLE
 
-# hardware_report().cpu_label: '<model> (<ISA>, <n> cores)'; torch's ISA names include 'NO AVX' and 'Z VECTOR'.
-CPU_LABEL = re.compile(r"\((?P<isa>[^,()]+), (?P<cores>\d+) cores\)\s*$")
+# hardware_report().cpu_label: '<model> (<ISA>, <n> logical CPUs)' ('<n> cores' in ledgers written before 2026-12);
+# torch's ISA names include 'NO AVX' and 'Z VECTOR'.
+CPU_LABEL = re.compile(r"\((?P<isa>[^,()]+), (?P<cpus>\d+) (?:logical CPUs|cores)\)\s*$")
 # The GPU reference runs' ledgers, shipped inside the package (copied from results/gpu/ by tools/readme.py),
 # so that chapter 8 has them wherever it runs, Colab included.
 REFERENCE_LEDGERS = "reference_ledgers"
@@ -45,10 +46,10 @@ def reference_ledgers() -> dict[str, Traversable]:
 
 
 def hardware_group(label: str) -> str:
-    """'CPU AVX512, 2 cores' for a CPU label ('<model> (<ISA>, <n> cores)'); 'GPU <name>' for the other labels the
-    chapters write (a GPU's name, for results measured on it)."""
+    """'CPU AVX512, 2 logical CPUs' for a CPU label ('<model> (<ISA>, <n> logical CPUs)'); 'GPU <name>' for the
+    other labels the chapters write (a GPU's name, for results measured on it)."""
     match = CPU_LABEL.search(label)
-    return f"CPU {match['isa']}, {match['cores']} cores" if match else f"GPU {label}"
+    return f"CPU {match['isa']}, {match['cpus']} logical CPUs" if match else f"GPU {label}"
 
 
 def entry_problem(entry: object) -> str | None:

@@ -134,7 +134,7 @@ def plot_ledger(table: pd.DataFrame, *, hardware: str, title: str = "") -> Figur
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_xlabel("speed-up (or gain) against each result's own baseline, x, log; whisker: 95% interval")
-    handles = [Patch(color=_gain_color(g), label=g) for g in ("gain", "no gain", "loss")]
+    handles = [Patch(color=_gain_color(g), label=g) for g in ("gain", "inconclusive", "loss")]
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     title_with_hardware(fig, title or "Every result the course recorded on this machine", hardware)
     return fig

@@ -190,7 +190,7 @@ class HardwareReport:
     @property
     def cpu_label(self) -> str:
         """Short name for plot captions of work that runs on the CPU, even where a GPU exists."""
-        return f"{self.cpu_model} ({self.cpu_isa}, {self.cpu_cores} cores)"
+        return f"{self.cpu_model} ({self.cpu_isa}, {self.cpu_cores} logical CPUs)"
 
     def summary_line(self) -> str:
         """One line for the top of a chapter."""

@@ -54,6 +54,11 @@ class Timing:
         return self.median_s * 1e3
 
     @property
+    def round_median_ms(self) -> float:
+        """Median over the rounds of each round's median, in ms: the time a ledger entry pairs with a round ratio."""
+        return statistics.median(self.round_medians_s) * 1e3
+
+    @property
     def block_iqr_ms(self) -> float:
         """Interquartile range of the block means (the middle half of the blocks) in milliseconds."""
         return self.block_iqr_s * 1e3
@@ -226,25 +231,26 @@ def compare_variants(
     return timing_table(timings, baseline=baseline, items_per_call=items_per_call)
 
 
-def time_layers_interleaved(
-    networks: Mapping[str, tuple[torch.nn.Sequential, torch.Tensor]], *, min_run_time: float = 0.05, rounds: int = 3
+def time_layers_by_round(
+    networks: Mapping[str, tuple[torch.nn.Sequential, torch.Tensor]], *, min_run_time: float = 0.05, rounds: int = 5
 ) -> pd.DataFrame:
-    """Milliseconds per kind of layer (rows) in each network (columns); all layers of all networks interleaved.
+    """Milliseconds per kind of layer in each network and round (columns network, kind, round, ms).
 
-    Each layer is fed the input it really receives in a forward pass of its network.
+    All layers of all networks are timed in the same alternating rounds; each layer is fed the input
+    it really receives in a forward pass of its network, and the layers of one kind are summed.
     """
     if not isinstance(networks, Mapping) or not networks:
         raise ValueError("networks must map a name to (nn.Sequential, example input)")
-    variants, kinds = {}, {}
+    variants, owners = {}, {}
     with torch.inference_mode():
         for name, (model, x) in networks.items():
             require_instance(f"networks[{name!r}] model", model, torch.nn.Sequential)
             require_instance(f"networks[{name!r}] input", x, torch.Tensor)
             for index, layer in enumerate(model):
                 key = f"{name} | {index}"
-                variants[key], kinds[key] = (lambda layer=layer, x=x: layer(x)), type(layer).__name__
+                variants[key], owners[key] = (lambda layer=layer, x=x: layer(x)), (name, type(layer).__name__)
                 x = layer(x)
         timings = measure_interleaved(variants, rounds=rounds, min_run_time=min_run_time)
-    rows = [{"network": key.split(" | ")[0], "kind": kinds[key], "median_ms": t.median_ms} for key, t in timings.items()]
-    table = pd.DataFrame(rows).pivot_table(index="kind", columns="network", values="median_ms", aggfunc="sum")
-    return table[list(networks)]
+    rows = [{"network": owners[key][0], "kind": owners[key][1], "round": i, "ms": seconds * 1e3}
+            for key, t in timings.items() for i, seconds in enumerate(t.round_medians_s)]
+    return pd.DataFrame(rows).groupby(["network", "kind", "round"], sort=False, as_index=False)["ms"].sum()

@@ -36,7 +36,9 @@ class LedgerEntry:
 
     compared_with names the baseline (eager fp32, the same step without the knob, ...); kind says what
     the number is: a time ratio measured in rounds (with its interval) or an exact ratio (sizes, bytes,
-    counts: true by construction, not a speed-up). The course's guide, section 5, says why both matter.
+    counts: true by construction, not a speed-up); verdict is the verdict of the claim behind a time
+    ratio, if one was judged; combination marks several techniques measured together, which a guide
+    never ranks against single ones. The course's guide, section 5, says why each matters.
     """
 
     chapter: int
@@ -52,6 +54,8 @@ class LedgerEntry:
     extras: dict = field(default_factory=dict)
     compared_with: str = ""
     kind: str = ""
+    verdict: str = ""
+    combination: bool = False
 
 
 def make_entry(
@@ -65,16 +69,19 @@ def make_entry(
     higher_is_better: bool,
     hardware: str,
     ratio: Ratio | None = None,
+    claim: Claim | None = None,
     extras: dict | None = None,
     compared_with: str = "",
+    combination: bool = False,
 ) -> LedgerEntry:
     """Build an entry; speedup > 1 means the technique helped, whichever way the metric points.
 
-    A measured speed-up passes its `ratio` (median and interval over paired rounds): the entry keeps
-    the interval, records 'no gain' when the interval includes 1.0, and its kind says 'time ratio,
-    median of round ratios'. Its speedup is then that median, which can differ slightly from
-    baseline / optimized (medians over all blocks). Without a ratio the numbers are exact (sizes,
-    counts), the kind says so, and the gain follows from the speed-up alone.
+    A measured speed-up passes its `ratio` (median and interval over paired rounds), or the `claim`
+    judged on it (the entry then keeps the claim's verdict too): the entry keeps the interval, records
+    'inconclusive' when the interval includes 1.0, and its kind says 'time ratio, median of round
+    ratios'. Pass as baseline and optimized the medians of the round medians (Timing.round_median_ms),
+    the numbers the ratio was paired from. Without a ratio the numbers are exact (sizes, counts), the
+    kind says so, and the gain follows from the speed-up alone.
     """
     require_int("chapter", chapter, minimum=1)
     for name, text in (("technique", technique), ("metric", metric), ("unit", unit), ("hardware", hardware)):
@@ -86,15 +93,22 @@ def make_entry(
     require_instance("higher_is_better", higher_is_better, bool)
     extras = {} if extras is None else dict(require_instance("extras", extras, dict))
     require_instance("compared_with", compared_with, str)
+    require_instance("combination", combination, bool)
+    if ratio is not None and claim is not None:
+        raise ValueError("pass ratio or claim (which carries its ratio), not both")
+    if claim is not None:
+        ratio = require_instance("claim", claim, Claim).ratio
     if ratio is not None:
         require_instance("ratio", ratio, Ratio)
         kind = f"time ratio, median of round ratios ({ratio.interval_label})"
+        gain = "inconclusive" if ratio.gain == "no gain" else ratio.gain
         return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, ratio.median,
-                           (ratio.low, ratio.high), ratio.gain, hardware, extras, compared_with, kind)
+                           (ratio.low, ratio.high), gain, hardware, extras, compared_with, kind,
+                           claim.verdict if claim is not None else "", combination)
     speedup = optimized / baseline if higher_is_better else baseline / optimized
     gain = "gain" if speedup > 1 else "loss" if speedup < 1 else "no gain"
     return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, None, gain, hardware, extras,
-                       compared_with, "exact ratio (sizes or counts)")
+                       compared_with, "exact ratio (sizes or counts)", "", combination)
 
 
 def _read(path: Path | None) -> dict[str, list[dict]]:
@@ -153,7 +167,7 @@ def ledger_table(entries: list[dict] | list[LedgerEntry]) -> pd.DataFrame:
     for row in rows:
         row["speedup_low"], row["speedup_high"] = row.get("speedup_interval") or (None, None)
     columns = ["chapter", "technique", "metric", "unit", "compared_with", "baseline", "optimized", "speedup",
-               "speedup_low", "speedup_high", "gain", "kind", "hardware"]
+               "speedup_low", "speedup_high", "gain", "verdict", "kind", "combination", "hardware"]
     return pd.DataFrame(rows, columns=columns).set_index(["chapter", "technique"])
 
 

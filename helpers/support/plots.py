@@ -9,7 +9,7 @@ from IPython import get_ipython
 from IPython.core.pylabtools import select_figure_formats
 from matplotlib.figure import Figure
 
-from helpers.core.roofs import Roofs
+from helpers.core.roofs import ACCESS_PROBES, Roofs
 from helpers.core.validate import require_instance, require_number
 
 STYLE = {
@@ -143,19 +143,21 @@ def plot_roofline(
     roofs: Roofs, points: Mapping[str, tuple[float, float]], *, hardware: str,
     theoretical_gflops: float | None = None,
 ) -> Figure:
-    """Roofline with both bandwidth roofs (read, read-write) under the compute roof; points are (FLOP/byte, GFLOP/s).
+    """Roofline with the three bandwidth roofs (read, in place, new output) under the compute roof.
+
+    points are (FLOP/byte, GFLOP/s).
 
     theoretical_gflops, when known, is drawn as a dashed line above (or below) the measured compute roof.
     """
     require_instance("roofs", roofs, Roofs)
-    ridges = [roofs.ridge(writes=False), roofs.ridge(writes=True)]
+    ridges = [roofs.ridge(access) for access in ACCESS_PROBES]
     intensities = [p[0] for p in points.values()] + ridges
     lo, hi = min(intensities) / 4, max(intensities) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    for writes, style, label in ((False, "-", "roof, read only"), (True, ":", "roof, read and write")):
-        ax.plot(grid, [roofs.attainable_gflops(g, writes=writes) for g in grid], style, color="black", label=label)
+    for access, style in zip(ACCESS_PROBES, ("-", ":", "-.")):
+        ax.plot(grid, [roofs.attainable_gflops(g, access) for g in grid], style, color="black", label=f"roof, {access}")
     if theoretical_gflops is not None:
         require_number("theoretical_gflops", theoretical_gflops, strictly_positive=True)
         ax.axhline(theoretical_gflops, color="black", linestyle="--", linewidth=1, label="theoretical compute peak")

@@ -56,7 +56,7 @@ HARDWARE = HardwareReport(device="cpu", cpu_model="Test CPU", cpu_isa="AVX2", cp
 def ledger_entries() -> list[dict]:
     """Entries as chapters write them: a gain with an interval, a loss, an exact ratio of an unknown technique,
     an int8 result with a size ratio, and one measured on other hardware."""
-    here = "Test CPU (AVX2, 2 cores)"
+    here = "Test CPU (AVX2, 2 logical CPUs)"
     return [
         make_entry(3, "torch_compile", metric="latency", unit="ms", baseline=2.0, optimized=1.0,
                    higher_is_better=False, hardware=here, ratio=Ratio(2.0, 1.8, 2.2, 5)).__dict__,
@@ -195,7 +195,7 @@ def test_every_number_in_the_decision_guide_is_a_ledger_number():
 
 
 def test_the_guide_reads_the_hardware_and_handles_an_empty_ledger():
-    assert "2 cores" in likely_reason("dataloader_workers", HARDWARE)
+    assert "2 logical CPUs" in likely_reason("dataloader_workers", HARDWARE)
     assert "AVX2" in likely_reason("int8_static_pt2e", HARDWARE)
     assert "no results from this machine" in decision_guide([], HARDWARE).data
     with pytest.raises(TypeError, match="hardware"):
@@ -218,8 +218,8 @@ def test_bad_and_partial_ledgers_are_named_and_skipped(tmp_path):
     assert len(participants["partial"].entries) == 1 and "'speedup' missing" in participants["partial"].problems[0]
     assert "speedup_interval must be null or two positive numbers" in participants["partial"].problems[1]
     assert read_participant(tmp_path / "notes.txt").problems  # read directly, it is not a ledger either
-    assert hardware_group("Server CPU (AVX512, 16 cores)") == "CPU AVX512, 16 cores"
-    assert hardware_group("Old CPU (NO AVX, 4 cores)") == "CPU NO AVX, 4 cores"
+    assert hardware_group("Server CPU (AVX512, 16 logical CPUs)") == "CPU AVX512, 16 logical CPUs"
+    assert hardware_group("Old CPU (NO AVX, 4 cores)") == "CPU NO AVX, 4 logical CPUs"  # a label from before 2026-12
     assert hardware_group("NVIDIA H200") == "GPU NVIDIA H200"
     with pytest.raises(ValueError, match="folder"):
         read_class(tmp_path / "missing")
@@ -239,7 +239,7 @@ def test_the_class_report_page_is_written_and_looked_at_in_chromium(tmp_path, ch
     image = page.locator("img[alt='class speed-ups']")
     assert image.evaluate("img => img.naturalWidth") > 300
     headers = page.locator("table th").all_inner_texts()
-    assert {"CPU AVX2, 2 cores", "CPU AVX512, 16 cores", "GPU NVIDIA H200"} <= set(headers)
+    assert {"CPU AVX2, 2 logical CPUs", "CPU AVX512, 16 logical CPUs", "GPU NVIDIA H200"} <= set(headers)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "class_report.png"), full_page=True)
     page.close()

@@ -8,20 +8,21 @@ import torch
 
 from helpers.core.measure import (
     Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency, measure_percentiles,
-    throughput, time_layers_interleaved, timing_table,
+    throughput, time_layers_by_round, timing_table,
 )
 from helpers.workload.models import small_cnn
 
 
-def test_time_layers_interleaved_tabulates_each_kind_for_each_network():
+def test_time_layers_by_round_sums_each_kind_of_each_network_per_round():
     model = small_cnn((4,)).eval()
-    table = time_layers_interleaved({"a": (model, torch.randn(2, 1, 8, 8)), "b": (model, torch.randn(2, 1, 8, 8))},
-                                    min_run_time=0.01)
-    assert list(table.columns) == ["a", "b"]
-    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear"} <= set(table.index)
-    assert (table > 0).all().all()
+    table = time_layers_by_round({"a": (model, torch.randn(2, 1, 8, 8)), "b": (model, torch.randn(2, 1, 8, 8))},
+                                 min_run_time=0.01, rounds=3)
+    assert list(table.columns) == ["network", "kind", "round", "ms"]
+    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear"} <= set(table["kind"])
+    assert len(table) == 2 * table["kind"].nunique() * 3  # one row per network, kind and round
+    assert (table["ms"] > 0).all()
     with pytest.raises(ValueError, match="networks must map a name"):
-        time_layers_interleaved({})
+        time_layers_by_round({})
 
 
 def test_measure_latency_returns_a_positive_median_from_several_runs():
@@ -132,8 +133,8 @@ def test_compare_variants_rejects_an_unknown_baseline_or_no_variants():
         compare_variants({})
 
 
-def test_time_layers_interleaved_rejects_non_sequential_models_and_non_tensor_inputs():
+def test_time_layers_by_round_rejects_non_sequential_models_and_non_tensor_inputs():
     with pytest.raises(TypeError, match="model must be a Sequential"):
-        time_layers_interleaved({"a": (torch.nn.Linear(2, 2), torch.randn(1, 2))})
+        time_layers_by_round({"a": (torch.nn.Linear(2, 2), torch.randn(1, 2))})
     with pytest.raises(TypeError, match="input must be a Tensor"):
-        time_layers_interleaved({"a": (small_cnn((4,)), [1, 2])})
+        time_layers_by_round({"a": (small_cnn((4,)), [1, 2])})

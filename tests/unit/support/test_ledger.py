@@ -16,7 +16,7 @@ def entry(chapter=1, technique="batching", baseline=100.0, optimized=200.0, high
 
 
 FIELDS = {"chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_interval", "gain",
-          "hardware", "extras", "compared_with", "kind"}
+          "hardware", "extras", "compared_with", "kind", "verdict", "combination"}
 
 
 def test_speedup_is_above_one_when_the_technique_helps_either_way():
@@ -24,17 +24,17 @@ def test_speedup_is_above_one_when_the_technique_helps_either_way():
     assert entry(baseline=10.0, optimized=5.0, higher_is_better=False).speedup == 2.0
 
 
-def test_an_interval_that_includes_one_is_recorded_as_no_gain():
+def test_an_interval_that_includes_one_is_recorded_as_inconclusive():
     noisy = make_entry(2, "masking", metric="latency", unit="ms", baseline=10.0, optimized=9.2,
                        higher_is_better=False, hardware="h", ratio=Ratio(1.087, 0.95, 1.2, 6))
-    assert noisy.speedup == 1.087 and noisy.speedup_interval == (0.95, 1.2) and noisy.gain == "no gain"
+    assert noisy.speedup == 1.087 and noisy.speedup_interval == (0.95, 1.2) and noisy.gain == "inconclusive"
     clear = make_entry(2, "x", metric="latency", unit="ms", baseline=10.0, optimized=5.0,
                        higher_is_better=False, hardware="h", ratio=Ratio(2.0, 1.8, 2.2, 6))
     assert clear.gain == "gain"
     exact = entry(baseline=100.0, optimized=25.0, higher_is_better=False)
     assert exact.speedup_interval is None and exact.gain == "gain"
     table = ledger_table([noisy, exact])
-    assert table.loc[(2, "masking"), "speedup_low"] == 0.95 and table.loc[(2, "masking"), "gain"] == "no gain"
+    assert table.loc[(2, "masking"), "speedup_low"] == 0.95 and table.loc[(2, "masking"), "gain"] == "inconclusive"
 
 
 def test_an_entry_names_its_baseline_and_says_what_kind_of_number_it_is():
@@ -43,6 +43,7 @@ def test_an_entry_names_its_baseline_and_says_what_kind_of_number_it_is():
     assert timed.compared_with == "the same network, BN unfolded"
     assert timed.kind == "time ratio, median of round ratios (range of 5 rounds)"
     assert entry(baseline=100.0, optimized=25.0, higher_is_better=False).kind == "exact ratio (sizes or counts)"
+    assert not timed.combination and timed.verdict == ""
     with pytest.raises(TypeError, match="compared_with must be a str"):
         make_entry(2, "x", metric="m", unit="u", baseline=1.0, optimized=1.0, higher_is_better=False, hardware="h",
                    compared_with=None)
@@ -87,6 +88,19 @@ def test_rerunning_a_chapter_replaces_its_entries_and_keeps_others(tmp_path):
     assert all(set(r) == FIELDS for r in rows)
     assert json.loads(path.read_text())["entries"] == rows
     assert [p.name for p in tmp_path.iterdir()] == ["ledger.json"], "no temporary file left behind"
+
+
+def test_an_entry_from_a_claim_keeps_its_verdict_and_a_combination_says_so():
+    claim = make_claim(2, "folding_1_1x", "Folding is at least 1.1x faster.", threshold=1.1,
+                       ratio=Ratio(1.08, 0.97, 1.16, 12), hardware="h")
+    judged = make_entry(2, "folding", metric="latency", unit="ms", baseline=10.0, optimized=9.3, higher_is_better=False,
+                        hardware="h", claim=claim, combination=True, compared_with="BN unfolded")
+    assert judged.verdict == "inconclusive" and judged.gain == "inconclusive" and judged.combination
+    assert judged.speedup == 1.08 and judged.speedup_interval == (0.97, 1.16)
+    assert ledger_table([judged]).loc[(2, "folding"), "verdict"] == "inconclusive"
+    with pytest.raises(ValueError, match="pass ratio or claim"):
+        make_entry(2, "x", metric="m", unit="u", baseline=1.0, optimized=1.0, higher_is_better=False, hardware="h",
+                   claim=claim, ratio=claim.ratio)
 
 
 def test_ledger_table_is_indexed_by_chapter_and_technique(tmp_path):
