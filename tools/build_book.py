@@ -45,12 +45,17 @@ def gpu_page(run: ReferenceRun, chapter: Chapter) -> str:
     return f"{run.folder.name}/{chapter.stem}"
 
 
+def shown_runs(runs: list[ReferenceRun], chapter: Chapter) -> list[ReferenceRun]:
+    """The runs whose copy of the chapter the book shows: those where most of today's code cells ran."""
+    return [run for run in runs if run.notebook(chapter) and run.edition(chapter).shown]
+
+
 def toc_yaml(course: Course, runs: list[ReferenceRun]) -> dict:
     """Jupyter Book's _toc.yml: a landing page, then the chapters in book.toml's order, each with its GPU runs."""
     chapters = []
     for chapter in course.chapters:
         entry = {"file": chapter.stem}
-        sections = [{"file": gpu_page(run, chapter)} for run in runs if run.notebook(chapter)]
+        sections = [{"file": gpu_page(run, chapter)} for run in shown_runs(runs, chapter)]
         if sections:
             entry["sections"] = sections
         chapters.append(entry)
@@ -98,14 +103,19 @@ def freeze_widgets(nb: nbformat.NotebookNode) -> None:
 
 
 def gpu_run_links(runs: list[ReferenceRun], chapter: Chapter) -> nbformat.NotebookNode | None:
-    """A note for the chapter's page linking to its GPU runs, or None if no run has the chapter."""
+    """A note for the chapter's page linking to its GPU runs (or saying why a run is not shown), None if none has it."""
     links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb) ({run.edition(chapter).label})"
-             for run in runs if run.notebook(chapter)]
-    if not links:
+             for run in shown_runs(runs, chapter)]
+    hidden = [f"{run.label} ({run.edition(chapter).label})" for run in runs
+              if run.notebook(chapter) and run not in shown_runs(runs, chapter)]
+    if not links and not hidden:
         return None
-    return nbformat.v4.new_markdown_cell(f"*This chapter as executed on a GPU, with that run's tables and figures: "
-                                         f"{'; '.join(links)}. A run of an earlier edition executed other code: "
-                                         f"its numbers are that edition's, not comparable with this page's.*")
+    shown = (f"This chapter as executed on a GPU, with that run's tables and figures: {'; '.join(links)}. A run of "
+             "an earlier edition executed other code: its numbers are that edition's, not comparable with this "
+             "page's. ") if links else ""
+    left_out = (f"Not shown: {'; '.join(hidden)}. Most of the code it ran has changed since, so its text and numbers "
+                "belong to another chapter; it will return when the chapter is run on a GPU again.") if hidden else ""
+    return nbformat.v4.new_markdown_cell(f"*{shown}{left_out}*")
 
 
 def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode:
@@ -154,11 +164,10 @@ def write_sources(course: Course, source: Path, runs: list[ReferenceRun]) -> Non
         if note:
             nb.cells.insert(1, note)
         write_notebook(nb, source / Path(chapter.file).name)
-        for run in runs:
-            if run.notebook(chapter):
-                gpu_nb = nbformat.read(run.notebook(chapter), as_version=4)
-                gpu_nb.cells[0] = gpu_title_cell(run, chapter)
-                write_notebook(gpu_nb, source / f"{gpu_page(run, chapter)}.ipynb")
+        for run in shown_runs(runs, chapter):
+            gpu_nb = nbformat.read(run.notebook(chapter), as_version=4)
+            gpu_nb.cells[0] = gpu_title_cell(run, chapter)
+            write_notebook(gpu_nb, source / f"{gpu_page(run, chapter)}.ipynb")
 
 
 def build_book(out: Path) -> Path:

@@ -119,6 +119,11 @@ class Edition:
         return self.differing == 0
 
     @property
+    def shown(self) -> bool:
+        """True when most of today's code cells ran in the copy: the book shows it, labelled; older copies stay out."""
+        return 2 * self.differing <= self.total
+
+    @property
     def label(self) -> str:
         """What the run is, in words for captions and tables."""
         if self.current:

@@ -72,7 +72,8 @@ def likely_reason(technique: str, hardware: HardwareReport) -> str:
                       "(chapter 3)",
                 None: "this CPU's bf16 support could not be read (chapter 3)"}[hardware.cpu_native_bf16]
     if technique in ("dataloader_workers", "ddp_two_processes", "omp_one_thread_per_process"):
-        return f"{hardware.cpu_cores} logical CPUs: the extra processes share them with the training step (chapters 4, 5)"
+        return (f"{hardware.cpu_cores} logical CPUs: the extra processes share them with the training step "
+                "(chapters 4, 5)")
     if technique in ("int8_static_pt2e", "int8_dynamic_linear", "onnxruntime_int8_static", "compression_combined"):
         return f"int8 pays only with int8 kernels for this CPU ({hardware.cpu_isa}) and enough work per call"
     if technique == "weight_only_int8":

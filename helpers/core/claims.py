@@ -57,8 +57,12 @@ class Ratio:
             return f"range of {self.rounds} rounds"
         return f"95% interval, {self.rounds} rounds"
 
+    def text(self, digits: int = 2) -> str:
+        """'1.28x (95% interval, 12 rounds: 1.10 to 1.38x)' with that many decimals."""
+        return f"{self.median:.{digits}f}x ({self.interval_label}: {self.low:.{digits}f} to {self.high:.{digits}f}x)"
+
     def __str__(self) -> str:
-        return f"{self.median:.2f}x ({self.interval_label}: {self.low:.2f} to {self.high:.2f}x)"
+        return self.text()
 
 
 def _positive_values(name: str, values: Sequence[float]) -> np.ndarray:
@@ -134,7 +138,9 @@ class Claim:
 
     def sentence(self) -> str:
         """'2.41x (range of 6 rounds: 2.10 to 2.70x) against a threshold of at least 3x: does not hold here'."""
-        return f"{self.ratio} against a threshold of {self.direction} {self.threshold:g}x: {self.verdict}"
+        near = any(abs(bound - self.threshold) < 0.005 for bound in (self.ratio.low, self.ratio.high))
+        return (f"{self.ratio.text(3 if near else 2)} against a threshold of {self.direction} {self.threshold:g}x: "
+                f"{self.verdict}")
 
     def as_dict(self) -> dict:
         """Plain dict for the ledger, with the verdict spelled out."""

@@ -2,10 +2,13 @@
 
 Five probes, timed in alternating rounds: two large float32 matrix products (the better is the
 compute roof: on some CPUs 512 x 512 beats 1024 x 1024, whose tiles leave the cache) and three
-passes over one vector, one per way an operation can touch memory: a sum that only reads it (the
-read roof), a scale in place that reads and writes the same lines (the in-place roof) and a copy
-into a second vector (the new-output roof: it pays whatever writing to lines not yet read costs
-here, write-allocate included). An operation is compared with the roof of its own access pattern.
+passes over the same footprint of memory, one per way an operation can touch it: a sum that only
+reads a vector (the read roof), a scale in place that reads and writes the same lines (the in-place
+roof) and a copy from one half of that footprint into the other (the new-output roof: it pays
+whatever writing to lines not yet read costs here, write-allocate included). The footprint is the
+same for all three because a cache can hold part of it: a probe touching twice the memory would
+measure a different, slower mix of cache and memory, not a different access pattern. An operation
+is compared with the roof of its own access pattern.
 The compute roof is a lower bound of the hardware's peak: the best product we timed, not the best
 the cores can do.
 """
@@ -21,11 +24,10 @@ from helpers.core.hardware import last_level_cache_bytes
 from helpers.core.validate import require_choice, require_int, require_number
 
 ROOF_MATMULS = (512, 1024)  # the n x n float32 products whose better rate stands for the compute roof
-ROOF_ELEMENTS = 2**24  # one 64 MiB float32 vector for the bandwidth probes
+ROOF_ELEMENTS = 2**24  # the bandwidth probes' footprint: 64 MiB of float32
 COMPUTE_PROBES = tuple(f"matmul {n}" for n in ROOF_MATMULS)
 READ_PROBE, IN_PLACE_PROBE, NEW_OUTPUT_PROBE = "sum (read only)", "scale in place", "copy to a new vector"
 ACCESS_PROBES = {"read": READ_PROBE, "in place": IN_PLACE_PROBE, "new output": NEW_OUTPUT_PROBE}
-STREAMS = {"read": 1, "in place": 2, "new output": 2}  # vectors' worth of bytes each probe must move at least
 CACHE_FACTOR = 4  # a working set under 4x the largest cache may be served partly from it
 
 
@@ -36,12 +38,17 @@ def roof_matmul(n: int) -> Callable[[], torch.Tensor]:
 
 
 def roof_operations(elements: int = ROOF_ELEMENTS) -> dict[str, Callable[[], object]]:
-    """The probes by name: the two products, then a sum, an in-place scale and a copy of one vector."""
-    require_int("elements", elements, minimum=1)
-    vector, target = torch.randn(elements), torch.empty(elements)
+    """The probes by name: the two products, then a sum, an in-place scale and a half-to-half copy of one footprint."""
+    require_int("elements", elements, minimum=2)
+    vector, source, target = torch.randn(elements), torch.randn(elements // 2), torch.empty(elements // 2)
     return {**{name: roof_matmul(n) for name, n in zip(COMPUTE_PROBES, ROOF_MATMULS)},
             READ_PROBE: lambda: vector.sum(), IN_PLACE_PROBE: lambda: vector.mul_(1.0),
-            NEW_OUTPUT_PROBE: lambda: target.copy_(vector)}
+            NEW_OUTPUT_PROBE: lambda: target.copy_(source)}
+
+
+def probe_bytes(elements: int = ROOF_ELEMENTS) -> dict[str, int]:
+    """Minimum bytes each bandwidth probe moves, by access pattern (every input read once, every output written once)."""
+    return {"read": 4 * elements, "in place": 2 * 4 * elements, "new output": 2 * 4 * (elements // 2)}
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class Roofs:
     read_gbps: float
     in_place_gbps: float
     new_output_gbps: float
-    vector_bytes: int
+    footprint_bytes: int
 
     def bandwidth_gbps(self, access: str) -> float:
         """The bandwidth roof for an access pattern: "read", "in place" or "new output"."""
@@ -75,12 +82,12 @@ class Roofs:
         return f"compute {self.gflops:.0f} GFLOP/s (a lower bound); {roofs}; ridges in FLOP/byte"
 
     def cache_note(self) -> str:
-        """Whether the bandwidth probes measured main memory or, possibly, a cache (their vector against the LLC)."""
+        """Whether the bandwidth probes measured main memory or, possibly, a cache (their footprint against the LLC)."""
         cache = last_level_cache_bytes()
-        size = f"the probes' vector is {self.vector_bytes / 2**20:.0f} MiB"
+        size = f"each bandwidth probe touches {self.footprint_bytes / 2**20:.0f} MiB"
         if cache is None:
             return f"{size}; this system does not report its cache size, so the roofs may be a cache's bandwidth."
-        if self.vector_bytes < CACHE_FACTOR * cache:
+        if self.footprint_bytes < CACHE_FACTOR * cache:
             return (f"{size}, under {CACHE_FACTOR}x the largest cache Linux reports ({cache / 2**20:.0f} MiB): "
                     "part of it can be served from that cache, so these are cache-and-memory roofs, not "
                     "main-memory bandwidth.")
@@ -92,9 +99,10 @@ def roofs_from_seconds(seconds: Mapping[str, float], elements: int = ROOF_ELEMEN
     missing = {*COMPUTE_PROBES, *ACCESS_PROBES.values()} - set(seconds.keys())
     if missing:
         raise ValueError(f"seconds must hold a time for each probe; missing {sorted(missing)}")
-    vector_bytes = 4 * elements
+    footprint_bytes = 4 * elements
     gflops = max(2 * n**3 / seconds[name] / 1e9 for name, n in zip(COMPUTE_PROBES, ROOF_MATMULS))
-    gbps = {access: STREAMS[access] * vector_bytes / seconds[probe] / 1e9 for access, probe in ACCESS_PROBES.items()}
+    moved = probe_bytes(elements)
+    gbps = {access: moved[access] / seconds[probe] / 1e9 for access, probe in ACCESS_PROBES.items()}
     return Roofs(gflops=gflops, read_gbps=gbps["read"], in_place_gbps=gbps["in place"],
-                 new_output_gbps=gbps["new output"], vector_bytes=vector_bytes)
+                 new_output_gbps=gbps["new output"], footprint_bytes=footprint_bytes)
 

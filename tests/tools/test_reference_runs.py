@@ -83,8 +83,12 @@ def test_a_copy_of_the_chapter_is_current_and_an_edited_copy_is_an_earlier_editi
     edited = tmp_path / "edited.ipynb"
     nbformat.write(nb, edited)
     edition = compare_code(chapter, edited)
-    assert not edition.current and edition.differing == 2
+    assert not edition.current and edition.differing == 2 and edition.shown  # most of the chapter still ran
     assert edition.label == f"GPU run of an earlier edition, 2 of {edition.total} code cells differ"
+    for cell in code[: len(code) // 2 + 1]:
+        cell.source = "# another edition"
+    nbformat.write(nb, edited)
+    assert not compare_code(chapter, edited).shown  # more than half of today's code never ran in it
 
 
 def test_a_stale_run_is_labelled_wherever_it_is_shown():
@@ -105,9 +109,11 @@ def test_book_puts_each_gpu_run_under_its_chapter_and_links_it():
     for chapter, entry in zip(COURSE.chapters, toc["chapters"]):
         assert entry["file"] == chapter.stem
         having = [run for run in RUNS if run.notebook(chapter)]
-        assert [s["file"] for s in entry.get("sections", [])] == [gpu_page(run, chapter) for run in having]
+        shown = [run for run in having if run.edition(chapter).shown]
+        assert [s["file"] for s in entry.get("sections", [])] == [gpu_page(run, chapter) for run in shown]
         links = gpu_run_links(RUNS, chapter)
         assert (links is None) == (not having) and all(run.gpu in links.source for run in having)
+        assert all(f"Not shown: {run.label}" in links.source for run in having if run not in shown)
 
 
 def test_readme_run_table_has_a_column_per_gpu_run():

@@ -197,8 +197,10 @@ def test_the_amdahl_verdict_can_fail_and_reads_each_premise():
     assert "not shown: the interval is too wide" in wide and "does not test the law" in wide
     broken = amdahl_verdict(share=share, step=Ratio(1.26, 1.21, 1.30, 20), data_inside=Ratio(8.6, 8.0, 9.0, 20),
                             data_alone=alone, rest=Ratio(1.05, 1.03, 1.07, 20))
-    assert "above the ceiling" in broken and "because the rest of the step got faster" in broken
-    assert "gained less inside" in broken and "got faster too" in broken
+    assert "above the ceiling" in broken and "Only a faster rest of the step can lift it" in broken
+    assert "gained less inside" in broken and "got faster too" in broken and "the faster rest raises it" in broken
     assert f"Amdahl predicts {amdahl_speedup(share, 8.6):.2f}x" in broken
+    accounted = 1 / ((1 - share) / 1.05 + share / 8.6)
+    assert f"gives {accounted:.2f}x against the measured 1.26x" in broken
     with pytest.raises(ValueError, match="share must be <= 1"):
         amdahl_verdict(share=1.5, step=step, data_inside=step, data_alone=alone, rest=step)

@@ -80,6 +80,13 @@ def test_the_report_reads_the_verdict_it_got():
         report_claim(holds, maybe="x")
 
 
+def test_a_bound_that_rounds_to_the_threshold_is_printed_with_three_decimals():
+    close = make_claim(1, "c", "s", threshold=1.1, ratio=Ratio(1.28, 1.0996, 1.38, 12), hardware="h")
+    assert close.verdict == "inconclusive" and "1.100 to 1.380x" in close.sentence()
+    clear = make_claim(1, "c", "s", threshold=1.1, ratio=Ratio(1.28, 1.2, 1.38, 12), hardware="h")
+    assert "1.20 to 1.38x" in clear.sentence()
+
+
 def test_the_claims_table_has_one_row_per_claim_with_a_known_verdict():
     claims = [make_claim(1, f"c{i}", "s", threshold=t, ratio=Ratio(2.0, 1.5, 2.5, 5), hardware="h")
               for i, t in enumerate((1.2, 2.0, 3.0))]

@@ -34,7 +34,7 @@ def test_sweep_roofline_and_breakdown_figures():
     assert len(plot_sweep([1, 2], {"a": [1, 2], "b": [3, 4]}, xlabel="x", ylabels={}, hardware="h").axes) == 2
     with pytest.raises(ValueError, match="has 1 points but x has 2"):
         plot_sweep([1, 2], {"a": [1]}, xlabel="x", ylabels={}, hardware="h")
-    roofs = Roofs(gflops=100.0, read_gbps=10.0, in_place_gbps=20.0, new_output_gbps=15.0, vector_bytes=2**20)
+    roofs = Roofs(gflops=100.0, read_gbps=10.0, in_place_gbps=20.0, new_output_gbps=15.0, footprint_bytes=2**20)
     roof = plot_roofline(roofs, {"add": (0.08, 0.8), "mm": (100.0, 90.0)}, hardware="h")
     assert roof.axes[0].get_xscale() == "log"
     assert len(roof.axes[0].lines) == 3  # the read, in-place and new-output roofs
