@@ -314,8 +314,9 @@ plot_sweep(batch_sizes, {"latency_ms": sweep["latency_ms"], "images_per_s": swee
 # over time per image at batch 64), so a slow spell of the machine hits both sides of the ratio alike.
 # Resampling the rounds thousands of times gives a 95% interval for the median ratio (a *bootstrap*).
 # With few rounds a bootstrap is unreliable, so below 8 rounds the course prints the range of the
-# round ratios instead and says so ("range of 5 rounds"): the median of the ratios lies inside the
-# range of 5 rounds with about 94% probability ($1 - 2 \cdot 0.5^5$).
+# round ratios instead and says so ("range of 5 rounds"): the *true* median ratio, the one endless
+# rounds would give, lies inside the range of 5 rounds with about 94% probability
+# ($1 - 2 \cdot 0.5^5$).
 # The claim **holds** when the whole interval clears the threshold, **does not hold here** when the
 # whole interval misses it, and is **inconclusive** when the threshold lies inside the interval.
 
@@ -454,7 +455,7 @@ del operations, left, right, total, whole, whole_copy  # free the vectors
 roofs = roofs_from_seconds(seconds, ELEMENTS)
 rates = intensity.assign(median_ms=seconds * 1e3, gflop_per_s=intensity["flops"] / seconds / 1e9,
                          gbyte_per_s=intensity["bytes"] / seconds / 1e9)
-rates["side of its ridge"] = ["memory" if intensity < roofs.ridge(access) else "compute"
+rates["side of its ridge"] = [roofs.side(intensity, access)
                               for intensity, access in zip(rates["flop_per_byte"], rates["access"])]
 print("measured roofs:", roofs.summary())
 rates.round(3)
@@ -488,9 +489,10 @@ rates[["access", "side of its ridge", "share of roof"]].round(3)
 # copy writes lines it has not read; if it runs at about the scale's rate, write-allocate cost
 # nothing visible here; well below, writing to fresh lines is what costs. And the copy over twice
 # the footprint shows the caveat every roofline carries: the bandwidth roof depends on how much
-# data is in play. Where that row falls well short of the copy's roof, a smaller footprint was
-# being served partly from a cache; a full treatment draws one roof per level of the memory
-# hierarchy (a *hierarchical roofline*), measured by sweeping the footprint. That is why one roof is
+# data is in play. Where that row falls well short of the copy's roof, the likely cause is that the
+# smaller footprint was served partly from a cache (page-table misses on the larger one are another
+# candidate; only hardware counters could tell them apart). A full treatment draws one roof per
+# level of the memory hierarchy (a *hierarchical roofline*), measured by sweeping the footprint. That is why one roof is
 # not enough: with only the read roof, the scale would sit above its roof; with only the in-place
 # roof, the sum would look slow when it is streaming as fast as reads go.
 #
@@ -560,7 +562,10 @@ timing_table(thread_timings, baseline=f"{cores} threads").round(3)
 # DataLoader workers (chapter 4) and one training process per core (chapter 5) each start their own
 # thread pool, sized for the whole machine. Below, other processes keep half of the logical CPUs
 # busy (each a bare Python loop), and our matrix product runs either on the CPUs that are left (the
-# fair share) or on one thread per CPU, as if it were alone.
+# fair share) or on one thread per CPU, as if it were alone. The table's `speedup` column divides the
+# medians of all blocks (below 1: that row is slower than the first); the claim pairs the variants
+# round by round and takes the median of those ratios. When the slowdown comes and goes, as it does
+# here, the two can differ a lot: the claim's is the one judged.
 
 # %% tags=["nbval-ignore-output"]
 cpus = hw.cpu_cores
@@ -688,7 +693,11 @@ pd.Series({"step before (ms)": step_before_ms, "data share p": data_share,
 # Step four, the check: both complete pipelines train a fresh copy of the network, in alternating
 # rounds, reading a synchronised clock at each phase boundary. Amdahl's law rests on two premises,
 # and the same rounds test each of them: the data phase *inside* the step gets the speed-up $s$ it
-# got alone, and **the rest of the step is unchanged**. The last two rows below measure them.
+# got alone, and **the rest of the step is unchanged**. The last two rows below measure them. Two
+# estimators appear, each labelled: the first table gives *means* per step (shares of time, as
+# Amdahl's law needs); the second gives *medians of the round ratios* with their intervals (the
+# paired comparison that judges a speed-up). A ratio of two means need not lie inside the interval
+# of the round ratios: the rounds differ, and the median ignores the slowest of them.
 
 # %% tags=["nbval-ignore-output"]
 steps = compare_step_phases({"per-sample prep": training_setup(per_sample_loader),
@@ -699,7 +708,7 @@ step_speedup = paired_ratio(before.round_step_ms, after.round_step_ms)
 data_inside = paired_ratio(before.round_mean_ms["data"], after.round_mean_ms["data"])
 rest_speedup = paired_ratio(before.round_step_without_ms("data"), after.round_step_without_ms("data"))
 display(pd.DataFrame({name: t.mean_ms for name, t in steps.items()}).T.round(2).rename_axis("mean ms per step"))
-pd.DataFrame({"measured": [str(step_speedup), str(data_inside), str(rest_speedup)],
+pd.DataFrame({"measured (median of round ratios)": [str(step_speedup), str(data_inside), str(rest_speedup)],
               "Amdahl assumed": [f"{predicted:.2f}x (at most {ceiling:.2f}x)", f"{data_speedup.median:.1f}x "
                                  "(s, measured alone)", "1.00x (unchanged)"]},
              index=["whole step", "data phase inside the step", "rest of the step"])
@@ -720,7 +729,8 @@ print(amdahl_verdict(share=data_share, step=step_speedup, data_inside=data_insid
 # %% [markdown]
 # The whole step's gain is also a claim, judged like every other one. Its threshold, 1.05x, was fixed
 # before any run, well under the ceilings this chapter has measured so far; where your ceiling
-# (printed above) is below 1.05x, the claim cannot hold, and its verdict will say so:
+# (printed above) is below 1.05x, the claim can hold only if the rest of the step got faster too,
+# and the verdict above says whether it did:
 
 # %% tags=["nbval-ignore-output"]
 step_claim = make_claim(1, "batched_fetch_training_step", "Preparing the images once and fetching each batch with "
@@ -736,7 +746,9 @@ report_claim(step_claim, holds="The data phase's gain shows in the whole step, w
 # and an optimizer update have filled the caches with other data. Suppose both pipelines pay the
 # same fixed extra cost $c$ per fetch inside the step. A phase that took $a$ ms alone and another
 # that took $b$ ms then measure $(a + c) / (b + c)$ instead of $a / b$: a fixed cost barely changes
-# a long phase and swamps a short one, so the ratio shrinks. Per batch, alone and inside:
+# a long phase and swamps a short one, so the ratio shrinks. Per batch, alone (a median over whole
+# epochs) and inside the step (a mean over steps); every ratio printed below is a ratio of this
+# table's numbers, so all of them use one estimator:
 
 # %% tags=["nbval-ignore-output"]
 loaders = {"per-sample prep": per_sample_loader, "prepared once, batched fetch": batched_loader}
@@ -746,11 +758,12 @@ per_batch = pd.DataFrame({name: {"alone (ms)": fetch[name].median_ms / len(loade
 per_batch["extra inside (ms)"] = per_batch["inside the step (ms)"] - per_batch["alone (ms)"]
 display(per_batch.round(4))
 a_ms, b_ms = per_batch["alone (ms)"]
+inside_before, inside_after = per_batch["inside the step (ms)"]
 c_ms = per_batch.loc["prepared once, batched fetch", "extra inside (ms)"]
-print(f"with the batched pipeline's extra {c_ms:.4f} ms added to both, the ratio would be "
-      f"{(a_ms + c_ms) / (b_ms + c_ms):.1f}x; measured inside the step: {data_inside.median:.1f}x; alone "
-      f"{a_ms / b_ms:.1f}x. The closer the first figure is to the second, the more of the gap one fixed cost per "
-      "fetch explains.")
+print(f"from this table: alone {a_ms / b_ms:.1f}x, inside the step {inside_before / inside_after:.1f}x; with the "
+      f"batched pipeline's extra {c_ms:.4f} ms added to both alone times, {(a_ms + c_ms) / (b_ms + c_ms):.1f}x. "
+      "The closer the last figure is to the inside one, the more of the gap one fixed cost per fetch explains; the "
+      "two pipelines' extras (last column) say directly whether the cost is the same for both.")
 
 # %% [markdown]
 # What to take from it, whichever way your run went: Amdahl's law bounds what speeding up *one* phase

@@ -46,7 +46,7 @@ def gpu_page(run: ReferenceRun, chapter: Chapter) -> str:
 
 
 def shown_runs(runs: list[ReferenceRun], chapter: Chapter) -> list[ReferenceRun]:
-    """The runs whose copy of the chapter the book shows: those where most of today's code cells ran."""
+    """The runs whose copy of the chapter the book shows: those where nearly all of today's code cells ran."""
     return [run for run in runs if run.notebook(chapter) and run.edition(chapter).shown]
 
 
@@ -113,8 +113,9 @@ def gpu_run_links(runs: list[ReferenceRun], chapter: Chapter) -> nbformat.Notebo
     shown = (f"This chapter as executed on a GPU, with that run's tables and figures: {'; '.join(links)}. A run of "
              "an earlier edition executed other code: its numbers are that edition's, not comparable with this "
              "page's. ") if links else ""
-    left_out = (f"Not shown: {'; '.join(hidden)}. Most of the code it ran has changed since, so its text and numbers "
-                "belong to another chapter; it will return when the chapter is run on a GPU again.") if hidden else ""
+    left_out = (f"Not shown: {'; '.join(hidden)}. Too much of the code it ran has changed since, so its text and "
+                "numbers belong to another edition; it will return when the chapter is run on a GPU again."
+                ) if hidden else ""
     return nbformat.v4.new_markdown_cell(f"*{shown}{left_out}*")
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from helpers.core.measure import synchronize
+from helpers.core.rounds import round_order
 from helpers.core.validate import require_choice, require_instance, require_int
 
 PHASES = ("data", "forward", "backward", "optimizer")
@@ -128,7 +129,7 @@ def compare_step_phases(
 
     The phases depend on each other (backward needs this step's forward), so a benchmark Timer
     cannot time them in isolation: we read the clock at each boundary of real steps. Alternating
-    rounds spreads slow spells of a shared machine over all pipelines instead of one. Each loader
+    rounds (in reverse order every other round) spreads slow spells of a shared machine over all pipelines instead of one. Each loader
     is iterated afresh every epoch, so its data cost is paid every step, as in real training; steps
     on a batch smaller than the full one (an epoch's ragged end) run but are not recorded.
     """
@@ -140,9 +141,9 @@ def compare_step_phases(
     runners = {name: _StepRunner(*parts, torch.device(device)) for name, parts in pipelines.items()}
     for runner in runners.values():
         runner.warm_up(warmup)
-    for _ in range(rounds):
-        for runner in runners.values():
-            runner.run_round(steps_per_round)
+    for round_index in range(rounds):
+        for name in round_order(runners, round_index):  # reversed in odd rounds: neither always runs first
+            runners[name].run_round(steps_per_round)
     return {name: runner.summary() for name, runner in runners.items()}
 
 

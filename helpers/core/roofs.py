@@ -28,6 +28,7 @@ ROOF_ELEMENTS = 2**24  # the bandwidth probes' footprint: 64 MiB of float32
 COMPUTE_PROBES = tuple(f"matmul {n}" for n in ROOF_MATMULS)
 READ_PROBE, IN_PLACE_PROBE, NEW_OUTPUT_PROBE = "sum (read only)", "scale in place", "copy to a new vector"
 ACCESS_PROBES = {"read": READ_PROBE, "in place": IN_PLACE_PROBE, "new output": NEW_OUTPUT_PROBE}
+RIDGE_BAND = 0.1  # within 10% of a ridge, the roofs' own noise decides the side: call it "at the ridge"
 CACHE_FACTOR = 4  # a working set under 4x the largest cache may be served partly from it
 
 
@@ -69,6 +70,11 @@ class Roofs:
     def ridge(self, access: str) -> float:
         """FLOP per byte where that access pattern's bandwidth roof meets the compute roof."""
         return self.gflops / self.bandwidth_gbps(access)
+
+    def side(self, flop_per_byte: float, access: str) -> str:
+        """'memory' or 'compute' side of that ridge, or 'at the ridge' within RIDGE_BAND of it (too close to call)."""
+        ratio = require_number("flop_per_byte", flop_per_byte, minimum=0) / self.ridge(access)
+        return "at the ridge" if abs(ratio - 1) <= RIDGE_BAND else "memory" if ratio < 1 else "compute"
 
     def attainable_gflops(self, flop_per_byte: float, access: str) -> float:
         """The roofline: min(compute roof, intensity x the access pattern's bandwidth roof)."""

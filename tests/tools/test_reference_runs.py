@@ -83,12 +83,12 @@ def test_a_copy_of_the_chapter_is_current_and_an_edited_copy_is_an_earlier_editi
     edited = tmp_path / "edited.ipynb"
     nbformat.write(nb, edited)
     edition = compare_code(chapter, edited)
-    assert not edition.current and edition.differing == 2 and edition.shown  # most of the chapter still ran
+    assert not edition.current and edition.differing == 2 and edition.shown  # nearly all of the chapter still ran
     assert edition.label == f"GPU run of an earlier edition, 2 of {edition.total} code cells differ"
-    for cell in code[: len(code) // 2 + 1]:
+    for cell in code[: len(code) // 10 + 1]:
         cell.source = "# another edition"
     nbformat.write(nb, edited)
-    assert not compare_code(chapter, edited).shown  # more than half of today's code never ran in it
+    assert not compare_code(chapter, edited).shown  # over a tenth of today's code never ran in it
 
 
 def test_a_stale_run_is_labelled_wherever_it_is_shown():

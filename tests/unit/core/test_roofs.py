@@ -18,6 +18,7 @@ def test_roofs_count_the_minimum_bytes_of_probes_with_one_footprint():
     assert roofs.ridge("in place") == pytest.approx(1.0)
     assert roofs.attainable_gflops(0.5, "new output") == pytest.approx(12.5)
     assert roofs.attainable_gflops(10.0, "in place") == pytest.approx(100.0)
+    assert [roofs.side(i, "read") for i in (1.0, 1.9, 2.1, 3.0)] == ["memory", "at the ridge", "at the ridge", "compute"]
     assert "a lower bound" in roofs.summary() and "new output 25.0 GB/s" in roofs.summary()
     with pytest.raises(ValueError, match="missing"):
         roofs_from_seconds({READ_PROBE: 1.0})
