@@ -564,8 +564,8 @@ timing_table(thread_timings, baseline=f"{cores} threads").round(3)
 # busy (each a bare Python loop), and our matrix product runs either on the CPUs that are left (the
 # fair share) or on one thread per CPU, as if it were alone. The table's `speedup` column divides the
 # medians of all blocks (below 1: that row is slower than the first); the claim pairs the variants
-# round by round and takes the median of those ratios. When the slowdown comes and goes, as it does
-# here, the two can differ a lot: the claim's is the one judged.
+# round by round and takes the median of those ratios. When the slowdown comes and goes from round
+# to round, the two can differ: the claim's is the one judged.
 
 # %% tags=["nbval-ignore-output"]
 cpus = hw.cpu_cores
@@ -625,8 +625,9 @@ print(f"{len(per_sample_data)} training images, {len(digits.y_test)} test images
 #
 # Used as a *prediction*, it needs two numbers measured before the change is built into the whole
 # step: the share $p$ of the part we want to speed up, and that part's speed-up $s$ measured on its
-# own. Then we build the whole thing and check the prediction. Both are shares of *total* time, so
-# they come from means (a median would drop, say, the shuffle at the start of each epoch). Step one,
+# own. Then we build the whole thing and check the prediction. Both must cover *total* time: $p$ is
+# a share of it, so it comes from means (a median of steps would drop, say, the shuffle at the start
+# of each epoch), and $s$ compares whole epochs, shuffles included. Step one,
 # the breakdown of the current pipeline; every epoch is loaded afresh, as in real training:
 
 # %% tags=["nbval-ignore-output"]
@@ -746,13 +747,13 @@ report_claim(step_claim, holds="The data phase's gain shows in the whole step, w
 # and an optimizer update have filled the caches with other data. Suppose both pipelines pay the
 # same fixed extra cost $c$ per fetch inside the step. A phase that took $a$ ms alone and another
 # that took $b$ ms then measure $(a + c) / (b + c)$ instead of $a / b$: a fixed cost barely changes
-# a long phase and swamps a short one, so the ratio shrinks. Per batch, alone (a median over whole
-# epochs) and inside the step (a mean over steps); every ratio printed below is a ratio of this
-# table's numbers, so all of them use one estimator:
+# a long phase and swamps a short one, so the ratio shrinks. Per batch, alone and inside the step,
+# both as means (alone: the mean over rounds of an epoch's time, divided by its batches; inside:
+# the mean over steps); every ratio printed below is a ratio of this table's numbers:
 
 # %% tags=["nbval-ignore-output"]
 loaders = {"per-sample prep": per_sample_loader, "prepared once, batched fetch": batched_loader}
-per_batch = pd.DataFrame({name: {"alone (ms)": fetch[name].median_ms / len(loader),
+per_batch = pd.DataFrame({name: {"alone (ms)": np.mean(fetch[name].round_medians_s) * 1e3 / len(loader),
                                  "inside the step (ms)": steps[name].mean_ms["data"]}
                           for name, loader in loaders.items()}).T
 per_batch["extra inside (ms)"] = per_batch["inside the step (ms)"] - per_batch["alone (ms)"]

@@ -73,7 +73,7 @@ def measured_runs_markdown(course: Course) -> str:
             lines.append(f"| {chapter.number} | {stats['wall_s']:.0f} s | {stats['peak_mb']} MB | {machine} |{gpu_cells}")
     if runs:
         lines += ["", *(f"The *{r.gpu} run* (`{r.folder.relative_to(ROOT)}`): {r.label}, executed by "
-                        "`tools/gpu_run.sh`; the book shows it under each chapter." for r in runs)]
+                        "`tools/gpu_run.sh`; the book shows it under each chapter whose code it ran (nearly all of it)." for r in runs)]
     return "\n".join(lines)
 
 

@@ -89,8 +89,16 @@ def rest_premise_reading(rest: Ratio) -> str:
 
 
 def explain_the_miss(share: float, step: Ratio, data: str, data_inside: Ratio, rest: Ratio) -> str:
-    """The step accounted for by both premises as measured, and which way each broken premise moved it."""
-    accounted = 1 / ((1 - share) / rest.median + share / data_inside.median)
+    """The step accounted for by both premises as measured, which way each broken premise moved it, and whether
+    the accounting closes within the rest's interval (the widest uncertainty in it)."""
+    def account(rest_speedup: float) -> float:
+        return 1 / ((1 - share) / rest_speedup + share / data_inside.median)
+
+    accounted, low, high = account(rest.median), account(rest.low), account(rest.high)
+    closes = (f" Across the rest's interval the accounting spans {low:.2f} to {high:.2f}x, "
+              + ("which holds the measured step: it closes within this run's noise." if low <= step.median <= high
+                 else "which misses the measured step: something else changed too (p itself was measured in "
+                      "another run)."))
     moves = [{"less": "the data phase's smaller gain inside the step lowers the result",
               "more": "the data phase's larger gain inside the step raises it", "held": ""}[data],
              {"faster": "the faster rest raises it", "slower": "the slower rest lowers it",
@@ -100,5 +108,5 @@ def explain_the_miss(share: float, step: Ratio, data: str, data_inside: Ratio, r
     return (f"A premise broke or could not be shown, so this run does not test the law's arithmetic. Fed with both "
             f"premises as measured (data phase {data_inside.median:.1f}x, rest {rest.median:.2f}x), the same formula "
             f"gives {accounted:.2f}x against the measured {step.median:.2f}x: "
-            + "; ".join(m for m in moves if m) + "." + lifted
+            + "; ".join(m for m in moves if m) + "." + closes + lifted
             + " That is an accounting of where the time went, not a prediction.")

@@ -231,13 +231,18 @@ def compare_variants(
     return timing_table(timings, baseline=baseline, items_per_call=items_per_call)
 
 
+WHOLE_NETWORK = "(whole network)"  # the kind under which time_layers_by_round reports each network timed whole
+
+
 def time_layers_by_round(
     networks: Mapping[str, tuple[torch.nn.Sequential, torch.Tensor]], *, min_run_time: float = 0.05, rounds: int = 5
 ) -> pd.DataFrame:
     """Milliseconds per kind of layer in each network and round (columns network, kind, round, ms).
 
     All layers of all networks are timed in the same alternating rounds; each layer is fed the input
-    it really receives in a forward pass of its network, and the layers of one kind are summed.
+    it really receives in a forward pass of its network, and the layers of one kind are summed. Each
+    whole network is timed in the same rounds too, as the kind WHOLE_NETWORK, so that the sum of its
+    layers can be set beside it without a comparison across cells.
     """
     if not isinstance(networks, Mapping) or not networks:
         raise ValueError("networks must map a name to (nn.Sequential, example input)")
@@ -246,6 +251,8 @@ def time_layers_by_round(
         for name, (model, x) in networks.items():
             require_instance(f"networks[{name!r}] model", model, torch.nn.Sequential)
             require_instance(f"networks[{name!r}] input", x, torch.Tensor)
+            variants[f"{name} | whole"], owners[f"{name} | whole"] = (lambda model=model, x=x: model(x)), (
+                name, WHOLE_NETWORK)
             for index, layer in enumerate(model):
                 key = f"{name} | {index}"
                 variants[key], owners[key] = (lambda layer=layer, x=x: layer(x)), (name, type(layer).__name__)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers.core.measure import (
-    Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency, measure_percentiles,
-    throughput, time_layers_by_round, timing_table,
+    WHOLE_NETWORK, Timing, compare_variants, latency_percentiles, measure_interleaved, measure_latency,
+    measure_percentiles, throughput, time_layers_by_round, timing_table,
 )
 from helpers.workload.models import small_cnn
 
@@ -18,7 +18,7 @@ def test_time_layers_by_round_sums_each_kind_of_each_network_per_round():
     table = time_layers_by_round({"a": (model, torch.randn(2, 1, 8, 8)), "b": (model, torch.randn(2, 1, 8, 8))},
                                  min_run_time=0.01, rounds=3)
     assert list(table.columns) == ["network", "kind", "round", "ms"]
-    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear"} <= set(table["kind"])
+    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear", WHOLE_NETWORK} <= set(table["kind"])
     assert len(table) == 2 * table["kind"].nunique() * 3  # one row per network, kind and round
     assert (table["ms"] > 0).all()
     with pytest.raises(ValueError, match="networks must map a name"):
