@@ -677,9 +677,10 @@ report_claim(fetch_claim, holds="64 Python-level `__getitem__` calls, 64 small u
                            "of the batch itself.")
 
 # %% [markdown]
-# Step three, the prediction, from $p$ and $s$ alone, written as a step time so that it can be set
-# beside the measurement: the step after the change should take $(1-p)\,T + p\,T/s$, and no data
-# pipeline can bring it below the floor $(1-p)\,T$, the time of everything else.
+# Step three, the prediction, from $p$ and $s$ alone: the step after the change should take
+# $(1-p)\,T + p\,T/s$, and no data pipeline can bring it below the floor $(1-p)\,T$, the time of
+# everything else. The milliseconds below belong to the run that measured $p$; the check compares
+# only the ratio $S$, since a step time from another run carries that run's drift.
 
 # %% tags=["nbval-ignore-output"]
 step_before_ms = before_alone.mean_ms["step"]
@@ -748,8 +749,9 @@ report_claim(step_claim, holds="The data phase's gain shows in the whole step, w
 # same fixed extra cost $c$ per fetch inside the step. A phase that took $a$ ms alone and another
 # that took $b$ ms then measure $(a + c) / (b + c)$ instead of $a / b$: a fixed cost barely changes
 # a long phase and swamps a short one, so the ratio shrinks. Per batch, alone and inside the step,
-# both as means (alone: the mean over rounds of an epoch's time, divided by its batches; inside:
-# the mean over steps); every ratio printed below is a ratio of this table's numbers:
+# both covering every batch (alone: the mean over the rounds of each round's median epoch time,
+# divided by its batches; inside: the mean over steps); every ratio printed below is a ratio of this
+# table's numbers:
 
 # %% tags=["nbval-ignore-output"]
 loaders = {"per-sample prep": per_sample_loader, "prepared once, batched fetch": batched_loader}

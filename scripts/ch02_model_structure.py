@@ -933,13 +933,13 @@ report_claim(mask_claim, holds="Dense kernels multiply zeros as fast as any othe
 #
 # ### Folding batch norm into the convolution
 # At inference, batch norm is a fixed per-channel scale and shift, so it can be folded into the
-# convolution before it: with $s = \gamma / \sqrt{\sigma^2 + \epsilon}$ per output channel,
-# $W' = s \, W$ and $b' = \beta + s\,(b - \mu)$ ($b = 0$ for our convolutions, which have no bias).
+# convolution before it: with $g = \gamma / \sqrt{\sigma^2 + \epsilon}$ per output channel,
+# $W' = g \, W$ and $b' = \beta + g\,(b - \mu)$ ($b = 0$ for our convolutions, which have no bias).
 # One layer and one pass over the activations disappear, and nothing is lost but rounding.
 #
 # **Predict first**, as chapter 1 does: folding removes the batch norms' time and nothing else, so
-# if batch norm takes a share $s$ of the network's time, folding can make it at most $1/(1-s)$ times
-# faster. The per-layer table above gives $s$:
+# if batch norm takes a share $p$ of the network's time, folding can make it at most $1/(1-p)$ times
+# faster. The per-layer table above gives $p$:
 
 # %% tags=["nbval-ignore-output"]
 bn_share = dense_by_kind["BatchNorm2d"] / dense_by_kind["total"]
@@ -1199,8 +1199,10 @@ timing_table(resnet_timings).round(3)
 # - **The runtimes light networks were designed for**: MobileNet's home is a phone, where XNNPACK
 #   (through ExecuTorch or LiteRT, formerly TensorFlow Lite) runs depthwise convolutions far better
 #   than eager PyTorch on an x86 server does. Measure on the runtime you deploy.
-# - **Newer architectures**: MobileNetV3 and EfficientNet were found by hardware-aware neural
-#   architecture search (latency measured on the target phone inside the search loop); MobileNetV4
+# - **Newer architectures**: MobileNetV3 was found by platform-aware neural architecture search
+#   (latency measured on the target phone inside the search loop, then refined by NetAdapt);
+#   EfficientNet-B0's search optimised FLOPs instead, the very proxy this chapter warns about, and
+#   its family scales depth, width and resolution together (compound scaling). MobileNetV4
 #   and hybrid convolution-attention networks (EfficientViT, FastViT; all in `timm`) followed the
 #   2019 zoo above. In transformers, the structural choices that decide cost are grouped-query or
 #   multi-query attention (fewer key/value heads), mixture-of-experts layers (parameters that are not
@@ -1222,8 +1224,8 @@ timing_table(resnet_timings).round(3)
 #    `ms per GFLOP` column of section 2 is consistent with it, but cannot separate it from guideline
 #    2: the light networks have both more layers and depthwise convolutions.
 # 4. **Element-wise operations are not free.** FLOP counters give batch norm and ReLU zero, yet the
-#    per-layer table of section 4 measures their share (pooling is not element-wise, but is also
-#    counted as zero):
+#    per-layer table of section 4 measures their share of the layers' summed time (pooling is not
+#    element-wise, but is also counted as zero):
 
 # %% tags=["nbval-ignore-output"]
 for layout in ("dense, NCHW", "dense, channels_last"):
@@ -1417,7 +1419,7 @@ print("chapter 2 techniques in the ledger:", sorted(e["technique"] for e in load
 #    roofline and how close to their roofs they get.
 # 3. Structured pruning builds a smaller dense network, and it is judged against the control: that
 #    small network trained from scratch with the same budget (section 4's paired table says which
-#    won in your run; a few dozen steps of fine-tuning rarely make the pruned one win). Masking
+#    won in your run; Liu et al. found the control often matches or beats the pruned network). Masking
 #    weights to zero builds no smaller network: its claim says what your run measured, and it has
 #    no ledger entry. Judge pruning fairly: equal budgets, a baseline whose extra epochs change
 #    little, the same architecture trained from scratch as a control, a paired test over all folds'
