@@ -103,13 +103,13 @@ def test_book_labels_every_gpu_run_of_an_earlier_edition_in_chromium(built_book:
     ARTIFACTS.mkdir(exist_ok=True)
     stale = [(run, chapter) for run in load_reference_runs() for chapter in COURSE.chapters
              if run.notebook(chapter) and not run.edition(chapter).current]
-    shown = [(run, chapter) for run, chapter in stale if run.edition(chapter).shown]
+    with_page = [(run, chapter) for run, chapter in stale if run.edition(chapter).shown]
     page = chromium.new_page(viewport={"width": 1400, "height": 900})
     try:
         for run, chapter in stale:
             label = run.edition(chapter).label
             pages = [(f"{chapter.stem}.html", f"book-{chapter.stem}-gpu-link.png")]
-            if (run, chapter) in shown:
+            if (run, chapter) in with_page:
                 pages.append((f"{gpu_page(run, chapter)}.html", f"book-{chapter.stem}-gpu-run.png"))
             else:  # a copy too old to show: the chapter's page names it, and the book has no page for it
                 assert not (built_book / f"{gpu_page(run, chapter)}.html").exists()

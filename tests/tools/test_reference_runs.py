@@ -132,11 +132,15 @@ def test_readme_run_table_has_a_column_per_gpu_run():
 def test_book_shows_the_gpu_run_with_its_versions(built_book: Path):
     for run in RUNS:
         for chapter in (c for c in COURSE.chapters if run.notebook(c)):
-            html = (built_book / f"{gpu_page(run, chapter)}.html").read_text()
+            page = built_book / f"{gpu_page(run, chapter)}.html"
+            if not run.edition(chapter).shown:  # too old to show: no page, and the chapter's page names it
+                assert not page.exists() and run.label in (built_book / f"{chapter.stem}.html").read_text()
+                continue
+            html = page.read_text()
             assert run.label in html and f"Chapter {chapter.number} on {run.gpu}" in html
             assert run.edition(chapter).current or run.edition(chapter).label in html
             assert "<img" in html, f"the GPU run of {chapter.stem} shows no figure"
-        assert run.folder.name in (built_book / f"{COURSE.chapters[0].stem}.html").read_text()
+            assert run.folder.name in (built_book / f"{chapter.stem}.html").read_text()
 
 
 @pytest.mark.slow
