@@ -104,10 +104,10 @@ def freeze_widgets(nb: nbformat.NotebookNode) -> None:
 
 def gpu_run_links(runs: list[ReferenceRun], chapter: Chapter) -> nbformat.NotebookNode | None:
     """A note for the chapter's page linking to its GPU runs (or saying why a run is not shown), None if none has it."""
-    links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb) ({run.edition(chapter).label})"
-             for run in shown_runs(runs, chapter)]
+    visible = shown_runs(runs, chapter)
+    links = [f"[{run.label}]({gpu_page(run, chapter)}.ipynb) ({run.edition(chapter).label})" for run in visible]
     hidden = [f"{run.label} ({run.edition(chapter).label})" for run in runs
-              if run.notebook(chapter) and run not in shown_runs(runs, chapter)]
+              if run.notebook(chapter) and run not in visible]
     if not links and not hidden:
         return None
     shown = (f"This chapter as executed on a GPU, with that run's tables and figures: {'; '.join(links)}. A run of "
