@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.ch06_compression.quantize import (  # first: it quietens a log line that importing torchao prints
-    compile_for_inference, convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
+    convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
     int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, static_int8, x86_quantizer,
 )
 import torchao
@@ -92,6 +92,7 @@ from helpers.support.plots import plot_sweep, plot_tradeoff
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
 from helpers.ch02_model_structure.pruning import prune_channels
+from helpers.ch03_hardware.compile_timing import compile_for_inference
 from helpers.ch06_compression.distill import soft_target_loss, teacher_logits, train_student
 from helpers.ch06_compression.exercises import check_uint8_quantizer
 from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages

@@ -84,11 +84,12 @@ from helpers.support.ledger import (
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
 from helpers.ch02_model_structure.pruning import prune_channels
+from helpers.ch03_hardware.compile_timing import compile_for_inference
 from helpers.ch04_data_pipeline.images import DecodedCache, image_folder, write_digit_images
 from helpers.ch04_data_pipeline.loading import make_loader, measure_training
 from helpers.ch06_compression.distill import teacher_logits, train_student
 from helpers.ch06_compression.quantize import (
-    compile_for_inference, int8_reduce_range_needed, predict_in_fixed_batches, static_int8,
+    int8_reduce_range_needed, predict_in_fixed_batches, static_int8,
 )
 from helpers.ch07_tools.onnx_runtime import CalibrationBatches, model_files, ort_predict, ort_session
 from helpers.ch08_capstone.class_report import (

@@ -14,7 +14,7 @@ import torch
 from helpers.core.amp import precision_mode, require_precision
 from helpers.core.claims import Ratio, paired_ratio
 from helpers.core.measure import measure_interleaved, measure_latency, synchronized_clock
-from helpers.core.validate import require_int
+from helpers.core.validate import require_instance, require_int
 from helpers.ch03_hardware.precision import relative_error
 
 
@@ -101,8 +101,10 @@ def cuda_graph_replay(model: torch.nn.Module, example: torch.Tensor) -> Callable
     return replay
 
 
-def _matmuls(a: torch.Tensor, count: int) -> Callable[[], None]:
+def matmul_work(a: torch.Tensor, count: int) -> Callable[[], None]:
     """A function that queues `count` products a @ a: GPU work of a chosen length."""
+    require_instance("a", a, torch.Tensor)
+    require_int("count", count, minimum=1)
 
     def compute() -> None:
         for _ in range(count):
@@ -129,7 +131,7 @@ def copy_beside_compute(host: torch.Tensor, compute: Callable[[], object],
     return copy_and_compute
 
 
-def _one_call_ms(fn: Callable[[], object]) -> float:
+def one_call_ms(fn: Callable[[], object]) -> float:
     """Milliseconds of one call of fn, the GPU idle before it and finished after it."""
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -158,10 +160,10 @@ def compare_copy_compute_overlap(megabytes: int = 256, *, matrix_size: int = 409
     hosts["pinned"] = hosts["pageable"].pin_memory()
     side = torch.cuda.Stream()
     a = torch.randn(matrix_size, matrix_size, device=device)
-    copy_ms = statistics.median(_one_call_ms(partial(hosts["pinned"].to, device, non_blocking=True))
+    copy_ms = statistics.median(one_call_ms(partial(hosts["pinned"].to, device, non_blocking=True))
                                 for _ in range(5))
-    one_matmul_ms = statistics.median(_one_call_ms(lambda: a @ a) for _ in range(5))
-    compute = _matmuls(a, max(1, round(copy_ms / one_matmul_ms)))
+    one_matmul_ms = statistics.median(one_call_ms(lambda: a @ a) for _ in range(5))
+    compute = matmul_work(a, max(1, round(copy_ms / one_matmul_ms)))
     variants = {"compute alone": compute}
     for memory, host in hosts.items():
         variants[f"{memory} copy alone"] = partial(host.to, device, non_blocking=True)
@@ -172,7 +174,7 @@ def compare_copy_compute_overlap(megabytes: int = 256, *, matrix_size: int = 409
     for round_index in range(rounds):
         order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
         for name in order:
-            per_round[name].append(statistics.median(_one_call_ms(variants[name]) for _ in range(calls)))
+            per_round[name].append(statistics.median(one_call_ms(variants[name]) for _ in range(calls)))
     compute_rounds = per_round["compute alone"]
     rows, ratios = [], {}
     for memory in hosts:

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from helpers.core.amp import PRECISIONS, amp_train_step, make_grad_scaler, precision_mode, require_precision
-from helpers.core.hardware import HardwareReport
+from helpers.core.hardware import BF16_FLAGS, FP16_FLAGS, HardwareReport
 from helpers.core.measure import Timing, measure_interleaved, measure_latency
 from helpers.core.memory import track_peak_memory
 from helpers.core.validate import require_choice, require_instance
@@ -132,7 +132,8 @@ def precision_sweep(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precisions: Sequence[str], *,
     rounds: int = 3, min_run_time: float = 1.0,
 ) -> tuple[pd.DataFrame, dict[str, Timing]]:
-    """Every precision's point, inference and training steps timed in alternating rounds; also the step Timings.
+    """Every precision's point, inference and training steps timed in alternating rounds (each time the median of
+    the rounds' medians, as the ledger pairs them); also the step Timings.
 
     One trainee serves every precision (a step's time does not depend on the weights' values), so the
     sweep holds one extra copy of the model, not one per precision.
@@ -156,7 +157,7 @@ def precision_sweep(
     steps = measure_interleaved(
         {p: partial(amp_train_step, trainee, inputs, targets, optimizer, scalers[p], p) for p in precisions},
         rounds=rounds, min_run_time=min_run_time, warmup=1)
-    rows = [{"precision": p, "inference_ms": inference[p].median_ms, "train_step_ms": steps[p].median_ms,
+    rows = [{"precision": p, "inference_ms": inference[p].round_median_ms, "train_step_ms": steps[p].round_median_ms,
              **precision_costs(model, trainee, inputs, targets, p)} for p in precisions]
     return pd.DataFrame(rows).set_index("precision"), steps
 
@@ -164,8 +165,9 @@ def precision_sweep(
 def explain_precision(precision: str, report: HardwareReport) -> str:
     """One sentence on why this precision is fast or slow on the device the report describes."""
     require_choice("precision", precision, PRECISIONS)
-    if report.device == "mps":
-        return f"{precision} on Apple's GPU: half the bytes of fp32 or fewer; how much faster depends on the chip."
+    if report.device not in ("cuda", "cpu"):
+        return (f"{precision} on this {report.device} accelerator: half the bytes of fp32 or fewer; how much faster "
+                "depends on the chip.")
     if report.device == "cuda":
         return _explain_cuda_precision(precision, report)
     if precision == "fp32":
@@ -173,13 +175,14 @@ def explain_precision(precision: str, report: HardwareReport) -> str:
     if precision == "tf32":
         return "tf32 exists only on NVIDIA tensor cores: there is nothing to measure on this device."
     native = report.cpu_native_bf16 if precision == "bf16" else report.cpu_native_fp16
-    flags = "avx512_bf16 or amx_bf16" if precision == "bf16" else "avx512_fp16 or amx_fp16"
+    flags = " or ".join(sorted(BF16_FLAGS if precision == "bf16" else FP16_FLAGS))
     if native and precision == "fp16":
         return (f"This CPU has fp16 instructions ({flags}), which does not mean that PyTorch's CPU kernels (the "
                 f"backward ones above all) use them: the measurement, not the flag, says whether fp16 pays here.")
     if native:
-        return (f"This CPU has native {precision} instructions ({flags}): oneDNN runs convolutions and matmuls "
-                f"in {precision}, moving half the bytes of fp32.")
+        return (f"This CPU has native {precision} instructions ({flags}): oneDNN can run convolutions and matmuls "
+                f"in {precision} on half the bytes of fp32. Necessary, not sufficient: under autocast every call "
+                f"also casts the weights, which a small batch may not repay (section 5 measures it).")
     return (f"This CPU has no native {precision} instructions ({flags} missing): {precision} is emulated (each "
             f"operation converts to fp32 and back, on slower code paths) and is expected to cost time; the "
             f"measurement says how much.")

@@ -8,11 +8,14 @@ since torchvision 0.29 in favour of TorchCodec).
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -266,3 +269,112 @@ def time_reads_interleaved(groups: Mapping[str, Sequence[Path]], *,
                 read_bytes(groups[name])
                 seconds[name][kind].append(time.perf_counter() - start)
     return seconds
+
+
+class PerImage:
+    """Apply a transform to each image of a batch separately and stack the results: one random draw per image."""
+
+    def __init__(self, transform: Transform) -> None:
+        if not callable(transform):
+            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        self.transform = transform
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The transformed images of the (N, C, H, W) batch, stacked."""
+        if images.ndim != 4:
+            raise ValueError(f"images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
+        return torch.stack([self.transform(image) for image in images])
+
+
+def time_cache_loads(cache_file: Path, *, rounds: int = 3) -> dict[str, list[float]]:
+    """Seconds per round to load a saved tensor cache with mmap and read every page: cold (just evicted), then warm.
+
+    Each loaded copy is released before the next eviction (pages mapped by this process would not be dropped).
+    """
+    require_int("rounds", rounds, minimum=1)
+    cache_file = Path(cache_file)
+    if not cache_file.is_file():
+        raise ValueError(f"{cache_file} is not a file; save the cache first")
+    seconds: dict[str, list[float]] = {"cold": [], "warm": []}
+    for _ in range(rounds):
+        evict_from_page_cache([cache_file])
+        for kind in ("cold", "warm"):
+            start = time.perf_counter()
+            _load_and_touch(cache_file)
+            seconds[kind].append(time.perf_counter() - start)
+    return seconds
+
+
+def _load_and_touch(cache_file: Path) -> None:
+    """torch.load the file with mmap and read every page; on return nothing refers to the mapping any more
+    (one tensor still alive would keep the whole file mapped, and mapped pages cannot be evicted)."""
+    saved = torch.load(cache_file, weights_only=True, mmap=True)
+    for tensor in saved.values():
+        tensor.max()  # touch every page: the load is complete only when the pixels are read
+
+
+class ShardImages(torch.utils.data.IterableDataset):
+    """JPEG images streamed from one shard (write_shard's bytes and offsets), decoded as they are read.
+
+    The shard is cut into blocks of block_size consecutive images; each epoch permutes the blocks (the same
+    permutation in every worker) and worker k of n takes blocks k, k + n, ... (get_worker_info()), so every
+    image is served once per epoch. A block is one sequential read. Consecutive images are alike (here: one
+    class), so items pass through a shuffle buffer of buffer_size decoded items, as WebDataset does. With
+    return_index=True items are (image, label, index), for checking.
+    """
+
+    def __init__(self, shard: Path, labels: Sequence[int], *, transform: Transform | None = None,
+                 block_size: int = 64, buffer_size: int = 256, seed: int = 0, return_index: bool = False) -> None:
+        self.shard = Path(shard)
+        offsets_file = Path(f"{self.shard}.offsets.npy")
+        if not (self.shard.is_file() and offsets_file.is_file()):
+            raise ValueError(f"{self.shard} and its offsets file must exist; write them with write_shard() first")
+        self.offsets = np.load(offsets_file)
+        if len(labels) != len(self.offsets) - 1:
+            raise ValueError(f"labels must have one entry per image of the shard ({len(self.offsets) - 1}), "
+                             f"got {len(labels)}")
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform, self.seed, self.return_index = transform, seed, return_index
+        self.block_size = require_int("block_size", block_size, minimum=1)
+        self.buffer_size = require_int("buffer_size", buffer_size, minimum=1)
+        self.epoch = 0  # epochs iterated by this copy of the dataset
+
+    def _epoch_seed(self) -> tuple[int, int]:
+        """A seed per epoch, the same in every worker of that epoch: DataLoader's base seed (new for each epoch's
+        workers; 0 without workers) and the epochs this copy has iterated (which persistent workers keep)."""
+        info = torch.utils.data.get_worker_info()
+        self.epoch += 1
+        return (0 if info is None else info.seed - info.id), self.epoch
+
+    def _block(self, shard_file: BinaryIO, first: int) -> Iterator[tuple]:
+        """The decoded items of the block that starts at image `first`, read from the shard in one read."""
+        last = min(first + self.block_size, len(self.labels))
+        shard_file.seek(int(self.offsets[first]))
+        data = shard_file.read(int(self.offsets[last] - self.offsets[first]))
+        for index in range(first, last):
+            start, end = (int(self.offsets[i] - self.offsets[first]) for i in (index, index + 1))
+            with Image.open(io.BytesIO(data[start:end])) as image:
+                pixels = pil_to_tensor(image.convert("RGB"))
+            pixels = self.transform(pixels) if self.transform else pixels
+            label = int(self.labels[index])
+            yield (pixels, label, index) if self.return_index else (pixels, label)
+
+    def __iter__(self) -> Iterator[tuple]:
+        """This worker's share of the epoch: its blocks in the epoch's order, through the shuffle buffer."""
+        epoch_seed, info = self._epoch_seed(), torch.utils.data.get_worker_info()
+        firsts = np.arange(0, len(self.labels), self.block_size)
+        firsts = firsts[np.random.default_rng((self.seed, *epoch_seed)).permutation(len(firsts))]
+        if info is not None:
+            firsts = firsts[info.id::info.num_workers]  # this worker's blocks
+        rng = random.Random(f"{self.seed}-{epoch_seed}-{info.id if info else 0}")  # this worker's buffer draws
+        buffer: list[tuple] = []
+        with open(self.shard, "rb") as shard_file:
+            for first in firsts:
+                for item in self._block(shard_file, int(first)):
+                    buffer.append(item)
+                    if len(buffer) >= self.buffer_size:  # emit a random item of the buffer
+                        pick = rng.randrange(len(buffer))
+                        buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+                        yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer

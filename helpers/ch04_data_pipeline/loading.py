@@ -9,8 +9,9 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+import itertools
 from itertools import islice
 
 import pandas as pd
@@ -122,9 +123,9 @@ def measure_loader(loader: DataLoader, *, epochs: int = 1, max_batches: int | No
                         warnings=tuple(dict.fromkeys(str(w.message) for w in caught)))
 
 
-def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2,
-                    max_batches: int | None = None) -> dict[str, list[LoaderTiming]]:
-    """One epoch of each loader per round, the loaders alternating; every round's timing of each loader.
+def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2, max_batches: int | None = None,
+                    epochs: int = 1) -> dict[str, list[LoaderTiming]]:
+    """`epochs` epochs of each loader per round, the loaders alternating; every round's timing of each loader.
 
     Every loader is timed over the same batches: those after the largest prefetched_batches() of the
     loaders (so workers' head start counts for no loader, num_workers=0 included).
@@ -136,7 +137,8 @@ def measure_loaders(loaders: Mapping[str, DataLoader], *, rounds: int = 2,
     timings: dict[str, list[LoaderTiming]] = {name: [] for name in loaders}
     for round_index in range(rounds):
         for name in round_order(loaders, round_index):
-            timings[name].append(measure_loader(loaders[name], max_batches=max_batches, skip_batches=skip))
+            timings[name].append(measure_loader(loaders[name], epochs=epochs, max_batches=max_batches,
+                                                skip_batches=skip))
     return timings
 
 
@@ -147,6 +149,20 @@ def loader_table(timings: Mapping[str, list[LoaderTiming]]) -> pd.DataFrame:
              "warnings": " ".join(dict.fromkeys(w for t in runs for w in t.warnings))}
             for name, runs in timings.items()]
     return pd.DataFrame(rows).set_index("loader")
+
+
+def first_batch_table(timings: Mapping[str, list[LoaderTiming]]) -> pd.DataFrame:
+    """Median time to the first batch of each epoch (ms), one column per epoch, one row per loader."""
+    if not isinstance(timings, Mapping) or not timings:
+        raise ValueError("timings must be a non-empty mapping of name -> list of LoaderTiming")
+    rows = {}
+    for name, runs in timings.items():
+        if not runs:
+            raise ValueError(f"loader {name!r} has no measured rounds")
+        epochs = min(len(t.first_batch_s) for t in runs)
+        rows[name] = {f"first batch, epoch {e + 1} (ms)": statistics.median(t.first_batch_s[e] for t in runs) * 1e3
+                      for e in range(epochs)}
+    return pd.DataFrame(rows).T
 
 
 def loader_ratio(timings: Mapping[str, list[LoaderTiming]], baseline: object, optimized: object) -> Ratio:
@@ -212,21 +228,28 @@ def training_throughput(loader: DataLoader, model: nn.Module, *, device: torch.d
     # One batch straight from the dataset: starting the loader's workers here would leave them decoding
     # beside the timed steps.
     inputs, targets = default_collate([loader.dataset[i] for i in range(loader.batch_size)])
-    step = measure_latency(lambda: train_step(inputs, targets), min_run_time=1.0)
+    step = measure_latency(lambda: train_step(inputs, targets), min_run_time=0.5)
     skip = prefetched_batches(loader)
     loading = measure_loader(loader, max_batches=max_batches, skip_batches=skip).images_per_s
     return {"loader alone": loading, "training step alone": len(inputs) / step.median_s,
             "loader + training": train_images_per_s(loader, train_step, max_batches, skip)}
 
 
+def _no_step(_inputs: torch.Tensor, _targets: torch.Tensor) -> None:
+    """The training step of a loader-only row: nothing."""
+
+
 def measure_training(loaders: Mapping[str, DataLoader], model: nn.Module, *, device: torch.device | str = "cpu",
                      rounds: int = 3, max_batches: int | None = None,
-                     num_threads: Mapping[str, int] | None = None) -> dict[str, list[float]]:
+                     num_threads: Mapping[str, int] | None = None,
+                     loader_only: Collection[str] = ()) -> dict[str, list[float]]:
     """End-to-end images/s (loading and training) of each loader per round, the loaders alternating.
 
     All loaders train the same model (its weights keep changing; the work per step does not). The
     main process trains on torch's current thread count, or on num_threads[name] for the loaders named there.
-    Every loader is timed over the same batches, after the largest prefetched_batches() of the loaders.
+    The loaders named in loader_only are iterated without training (the loader alone, in the same rounds);
+    a held_batch_loader() row gives the training step alone. Every loader is timed over the same batches,
+    after the largest prefetched_batches() of the loaders.
     """
     if not isinstance(loaders, Mapping) or not loaders:
         raise ValueError("loaders must be a non-empty mapping of name -> DataLoader")
@@ -239,14 +262,86 @@ def measure_training(loaders: Mapping[str, DataLoader], model: nn.Module, *, dev
         if name not in loaders:
             raise ValueError(f"num_threads names {name!r}, which is not one of the loaders: {', '.join(loaders)}")
         threads[name] = require_int(f"num_threads[{name!r}]", count, minimum=1)
+    if isinstance(loader_only, str) or not all(name in loaders for name in loader_only):
+        raise ValueError(f"loader_only must be a collection of loader names among: {', '.join(loaders)}; got "
+                         f"{loader_only!r}")
     train_step = make_train_step(model, torch.device(device))
     skip = max(prefetched_batches(loader) for loader in loaders.values())  # the same timed batches for all
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     for round_index in range(rounds):
         for name in round_order(loaders, round_index):
+            step = _no_step if name in loader_only else train_step
             with torch_threads(threads[name]):
-                rates[name].append(train_images_per_s(loaders[name], train_step, max_batches, skip))
+                rates[name].append(train_images_per_s(loaders[name], step, max_batches, skip))
     return rates
+
+
+class HeldBatch(Dataset):
+    """The same batch, count times: a loader that costs (almost) nothing, to time the training step alone."""
+
+    def __init__(self, batch: tuple[torch.Tensor, torch.Tensor], count: int) -> None:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError(f"batch must be an (inputs, targets) pair, got {type(batch).__name__}")
+        self.batch, self.count = tuple(batch), require_int("count", count, minimum=1)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.count:
+            raise IndexError(f"index {index} out of range for {self.count} batches")
+        return self.batch
+
+
+def held_batch_loader(dataset: Dataset, *, batch_size: int = 64, batches: int = 20) -> DataLoader:
+    """A loader that yields one batch of the dataset (collated once, held in memory) `batches` times."""
+    require_instance("dataset", dataset, Dataset)
+    require_int("batch_size", batch_size, minimum=1)
+    batch = default_collate([dataset[i] for i in range(batch_size)])
+    return DataLoader(HeldBatch(batch, batches), batch_size=None)
+
+
+@dataclass(frozen=True)
+class DataWait:
+    """A training loop's time split in two: waiting for the next batch, and the training step."""
+
+    wait_s: float
+    step_s: float
+    batches: int
+
+    @property
+    def wait_share(self) -> float:
+        """The part of the loop's time spent waiting for data (0 to 1)."""
+        return self.wait_s / (self.wait_s + self.step_s)
+
+
+def time_data_wait(loader: DataLoader, train_step: TrainStep, *, max_batches: int | None = None,
+                   skip_batches: int | None = None) -> DataWait:
+    """Time the two phases of a training loop: next(batches), the data wait, and the step (synchronised).
+
+    The first skip_batches (default prefetched_batches(loader)) are left off the clock. On a GPU the
+    synchronisation after each step is what makes its time readable; it costs the overlap of queued
+    GPU work with the next wait, acceptable in a diagnostic run.
+    """
+    require_instance("loader", loader, DataLoader)
+    skip = prefetched_batches(loader) if skip_batches is None else require_int("skip_batches", skip_batches,
+                                                                               minimum=1)
+    wait_s = step_s = 0.0
+    timed = 0
+    batches = iter(islice(loader, max_batches))
+    for index in itertools.count():
+        start = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        got_at = time.perf_counter()
+        train_step(*batch)
+        synchronize()
+        if index >= skip:
+            wait_s, step_s, timed = wait_s + got_at - start, step_s + time.perf_counter() - got_at, timed + 1
+    if not timed:
+        raise ValueError(f"the loader (and max_batches) must yield more than {skip} batches to time the data wait")
+    return DataWait(wait_s, step_s, timed)
 
 
 def child_pids() -> set[int]:
@@ -281,7 +376,7 @@ def start_method(loader: DataLoader) -> str:
 
 
 def collect_garbage(_worker_id: int) -> None:
-    """A worker_init_fn that runs one full garbage collection, as a long-running worker eventually does."""
+    """A worker_init_fn that runs one full collection: the worst case, which a real worker may reach late or never."""
     gc.collect()
 
 

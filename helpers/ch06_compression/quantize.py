@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import inspect
 import logging
-import time
-import warnings
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch._dynamo.utils import counters
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # torchao's import logs a notice about torch's own pytree registration (not our code, not actionable): keep it quiet.
@@ -26,10 +21,6 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa
 from torchao.utils import should_reduce_range  # noqa: E402
 
 from helpers.core.validate import require_instance, require_int  # noqa: E402
-
-# Warnings that Inductor and torchao raise from their own code while compiling quantized graphs (not actionable here).
-INTERNAL_COMPILE_WARNINGS = ("To copy construct from a tensor", ".*does not implement _stable_hash_for_caching")
-
 
 def x86_quantizer(*, reduce_range: bool = False, is_qat: bool = False) -> X86InductorQuantizer:
     """int8 everywhere the x86 backend supports it: per-channel weights, per-tensor activations."""
@@ -79,42 +70,6 @@ def drop_unused_parameters(graph_module: torch.fx.GraphModule) -> torch.fx.Graph
             delattr(graph_module.get_submodule(owner_path) if owner_path else graph_module, attribute)
     allow_exported_model_train_eval(graph_module)
     return graph_module
-
-
-# torch.compile's isolate_recompiles (added in 2026: in torch 2.14) gives each call graphs of its own. Older
-# torch (Colab's 2.11) has no such argument; there, not inlining nn.Modules makes Dynamo guard on the module itself.
-ISOLATED = {"isolate_recompiles": True} if "isolate_recompiles" in inspect.signature(torch.compile).parameters else {}
-
-
-def guard_on_module_identity() -> contextlib.AbstractContextManager:
-    """On torch without isolate_recompiles: compile graphs that only this module object can reuse."""
-    if ISOLATED:
-        return contextlib.nullcontext()
-    return torch._dynamo.config.patch(inline_inbuilt_nn_modules=False)
-
-
-def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: bool = True) -> tuple[Callable, float]:
-    """torch.compile for inference, with or without freezing; return the compiled model and its first call's seconds.
-
-    Freezing is set in Inductor's global config for the first call (where compilation happens): the int8
-    lowerings check it there (passing options={"freezing": True} fails for PT2E int8 graphs in torch 2.14). The
-    graph is compiled for example's shape only (dynamic=False): call it at that shape, and compile a separate
-    copy of the model for each other batch size.
-    """
-    require_instance("model", model, nn.Module)
-    # Every nn.Sequential shares one forward, and Dynamo keeps compiled graphs per forward: without isolation a
-    # later compile of another Sequential at the same shape would silently reuse this graph (other settings).
-    compiled = torch.compile(model, dynamic=False, **ISOLATED)
-    graphs_before = counters["stats"]["unique_graphs"]
-    start = time.perf_counter()
-    with torch.no_grad(), torch._inductor.config.patch(freezing=freezing), guard_on_module_identity(), \
-            warnings.catch_warnings():
-        for message in INTERNAL_COMPILE_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        compiled(example)
-    if counters["stats"]["unique_graphs"] == graphs_before:
-        raise RuntimeError("torch.compile compiled no new graph for this model: it reused one compiled earlier")
-    return compiled, time.perf_counter() - start
 
 
 @torch.no_grad()

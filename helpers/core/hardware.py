@@ -12,18 +12,13 @@ import torch
 
 from helpers.core.validate import require_choice
 
-DEVICE_KINDS = ("cuda", "mps", "cpu")
+DEVICE_KINDS = ("cuda", "mps", "xpu", "cpu")
 
 
 def available_devices() -> list[str]:
-    """Device kinds usable in this process, fastest first."""
-    found = []
-    if torch.cuda.is_available():
-        found.append("cuda")
-    if torch.backends.mps.is_available():
-        found.append("mps")
-    found.append("cpu")
-    return found
+    """Device kinds usable in this process, fastest first: the accelerator torch.accelerator reports, then the CPU."""
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    return ([accelerator.type] if accelerator is not None else []) + ["cpu"]
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
@@ -48,13 +43,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def cpu_flags() -> set[str] | None:
-    """The CPU feature flags on Linux; None where the OS does not expose them."""
-    cpuinfo = Path("/proc/cpuinfo")
+# CPU flags that mean native bf16 / fp16 arithmetic: x86's AVX-512 and AMX extensions, ARM's BF16 and FP16 SIMD.
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+FP16_FLAGS = {"avx512_fp16", "amx_fp16", "asimdhp"}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU feature flags on Linux (x86 or ARM); None where the OS does not expose them."""
     if not cpuinfo.exists():
         return None
     for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
+        if line.startswith(("flags", "Features")):  # x86 says flags, ARM says Features
             return set(line.split(":", 1)[1].split())
     return None
 
@@ -230,8 +229,8 @@ def _gpu_facts() -> tuple[str | None, bool | None, bool | None, bool | None]:
 def hardware_report() -> HardwareReport:
     """Detect this machine's CPU, GPU and torch build (cached: the hardware does not change)."""
     flags = cpu_flags()
-    native_bf16 = None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
-    native_fp16 = None if flags is None else bool(flags & {"avx512_fp16", "amx_fp16"})
+    native_bf16 = None if flags is None else bool(flags & BF16_FLAGS)
+    native_fp16 = None if flags is None else bool(flags & FP16_FLAGS)
     gpu_name, gpu_bf16, tensor_cores, tf32 = _gpu_facts()
     return HardwareReport(
         device=pick_device().type,

@@ -1,5 +1,6 @@
 """Tests of helpers/ch03_hardware/: the precision sweep, the GPU-only measurements, compile timing, exercise checks."""
 
+import copy
 import dataclasses
 import gc
 import importlib
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from helpers.ch03_hardware.compile_timing import forget_compiled_code
+from helpers.ch03_hardware.compile_timing import cache_hits, forget_compiled_code
 from helpers.ch03_hardware.exercises import (
     break_even_calls, check_break_even, check_loss_scale, mlp_saved_bytes, smallest_loss_scale,
 )
@@ -231,7 +232,7 @@ def test_check_activation_bytes_prediction_accepts_the_activations_and_leaves_th
     assert check_activation_bytes_prediction("Ex", expected["fp32"], expected["bf16"], batch=batch)
     measured = mlp_saved_bytes(batch)
     assert abs(measured["bf16"] - expected["bf16"]) > 0.01 * expected["bf16"]  # the weight copy exceeds the tolerance
-    assert check_activation_bytes_prediction("Ex", measured["fp32"], measured["bf16"], batch=batch)
+    assert not check_activation_bytes_prediction("Ex", measured["fp32"], measured["bf16"], batch=batch)  # pasted
     assert not check_activation_bytes_prediction("Ex", expected["fp32"], expected["fp32"], batch=batch)
     out = capsys.readouterr().out
     assert "your bf16 prediction" in out and "weight" not in out
@@ -248,8 +249,40 @@ def test_after_forget_compiled_code_a_compile_is_served_by_the_disk_cache(tmp_pa
 
     x = torch.randn(8)
     assert torch.equal(torch.compile(double_relu)(x), double_relu(x))  # cold: compiled and written to disk
-    hits_before = counters["inductor"]["fxgraph_cache_hit"]
+    hits_before, inductor_hits_before = cache_hits(), counters["inductor"]["fxgraph_cache_hit"]
     forget_compiled_code()
     assert torch.equal(torch.compile(double_relu)(x), double_relu(x))  # warm: read back from disk
-    assert counters["inductor"]["fxgraph_cache_hit"] == hits_before + 1
+    assert counters["inductor"]["fxgraph_cache_hit"] == inductor_hits_before + 1
+    assert cache_hits() >= hits_before + 1
     forget_compiled_code()
+
+
+def test_show_measured_bytes_waits_for_the_predictions_then_prints_the_differences(capsys):
+    from helpers.ch03_hardware.exercises import activation_bytes, show_measured_bytes
+
+    assert show_measured_bytes("Ex", ..., ..., batch=8) is None
+    assert "predict in (a) first" in capsys.readouterr().out
+    assert show_measured_bytes("Ex", 0, 0, batch=8) is None  # a guess cannot unlock the measurement
+    assert "not right yet" in capsys.readouterr().out
+    expected = activation_bytes(8)
+    measured = show_measured_bytes("Ex", expected["fp32"], expected["bf16"], batch=8)
+    assert measured == mlp_saved_bytes(8)
+    out = capsys.readouterr().out
+    assert "(measured minus predicted: +0)" in out and f"{measured['bf16'] - expected['bf16']:+,}" in out
+
+
+def test_compile_for_inference_freezes_only_when_asked_and_proves_it():
+    from helpers.ch03_hardware.compile_timing import compile_for_inference, freezing_passes, graphs_compiled
+    from helpers.workload.models import small_cnn
+
+    model, x = small_cnn((4,)).eval(), torch.randn(2, 1, 8, 8)
+    graphs, passes = graphs_compiled(), freezing_passes()
+    plain, _ = compile_for_inference(copy.deepcopy(model), x, freezing=False)
+    assert graphs_compiled() == graphs + 1 and freezing_passes() == passes
+    frozen, first_call_s = compile_for_inference(copy.deepcopy(model), x, freezing=True)
+    after = freezing_passes()
+    assert first_call_s > 0 and after["folded"] > passes["folded"] and after["packed"] > passes["packed"]
+    with torch.no_grad():
+        assert torch.allclose(frozen(x), model(x), atol=1e-4) and torch.allclose(plain(x), model(x), atol=1e-4)
+    with pytest.raises(TypeError, match="example must be"):
+        compile_for_inference(model, "not a tensor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -410,22 +411,208 @@ def test_reads_of_several_groups_are_interleaved_per_round(tmp_path):
         time_reads_interleaved({"small": small, "shard": []})
 
 
-def test_pipeline_choice_check(digits_root, capsys):
+def test_pipeline_choice_check_measures_and_never_names_the_fastest(digits_root, capsys):
     from helpers.ch04_data_pipeline.exercises import check_pipeline_choice
 
     folder = image_folder(digits_root)
     model = small_cnn((4,), in_channels=3)
-    assert not check_pipeline_choice("E", ..., 1, dataset=folder, model=model, best=(0, 1))
+    measured = {"slow": [1.0, 1.0], "fast": [5.0, 5.0]}
+    configurations = {"slow": (0, 2), "fast": (0, 1)}
+    common = {"dataset": folder, "model": model, "measured": measured, "configurations": configurations,
+              "timed_batches": 3, "rounds": 5}
+    assert not check_pipeline_choice("E", 0, 1, ..., **common)
     assert "not answered yet" in capsys.readouterr().out
-    assert check_pipeline_choice("E", 0, 1, dataset=folder, model=model, best=(0, 1))
+    assert not check_pipeline_choice("E", 0, 1, 500.0, **common)  # a pair whose rate is in the table
+    assert "Choose a pair section 6 did not run" in capsys.readouterr().out
+    check_pipeline_choice("E", 1, 1, 500.0, **common)  # a new pair, really trained beside the fastest
+    out = capsys.readouterr().out
+    assert "range of 5 rounds" in out and "you predicted 500" in out
+    assert "(0, 1)" not in out and "fast" not in out.replace("fastest", "")
     with pytest.raises(ValueError, match="num_workers"):
-        check_pipeline_choice("E", -1, 1, dataset=folder, model=model, best=(0, 1))
+        check_pipeline_choice("E", -1, 1, 500.0, **common)
     with pytest.raises(ValueError, match="training_threads"):
-        check_pipeline_choice("E", 0, 0, dataset=folder, model=model, best=(0, 1))
-    with pytest.raises(TypeError, match="best"):
-        check_pipeline_choice("E", 0, 1, dataset=folder, model=model, best=[0, 1])
-    verdict = check_pipeline_choice("E", 0, 1, dataset=folder, model=model, best=(0, 2), max_batches=6)
-    assert "best measured configuration" in capsys.readouterr().out and isinstance(bool(verdict), bool)
+        check_pipeline_choice("E", 0, 0, 500.0, **common)
+    with pytest.raises(ValueError, match="predicted_rate"):
+        check_pipeline_choice("E", 0, 1, -5.0, **common)
+    with pytest.raises(ValueError, match="rounds"):
+        check_pipeline_choice("E", 0, 1, 500.0, **{**common, "rounds": 3})
+    with pytest.raises(ValueError, match="timed_batches"):
+        check_pipeline_choice("E", 0, 1, 500.0, **{**common, "timed_batches": 0})
+    with pytest.raises(ValueError, match="tolerance"):
+        check_pipeline_choice("E", 0, 1, 500.0, tolerance=0.0, **common)
+    with pytest.raises(ValueError, match="no measured rates"):
+        check_pipeline_choice("E", 0, 1, 500.0, **{**common, "measured": {"slow": [1.0]}})
+    with pytest.raises(TypeError, match="tuple"):
+        check_pipeline_choice("E", 0, 1, 500.0, **{**common, "configurations": {"slow": [0, 2]}})
+
+
+@pytest.mark.parametrize(("choice_rates", "prediction", "passes", "says"), [
+    ([100.0] * 8, 110.0, True, "within 30%"),
+    ([100.0] * 8, 200.0, False, "more than 30%"),
+    ([70.0] * 7 + [120.0], 70.0, True, "within 30%"),  # slower than the fastest: graded on the prediction
+])
+def test_pipeline_choice_grades_the_prediction_and_reports_the_ratio(digits_root, monkeypatch, capsys,
+                                                                     choice_rates, prediction, passes, says):
+    import helpers.ch04_data_pipeline.exercises as exercises
+
+    calls = []
+
+    def fake_training(loaders, model, **kwargs):
+        calls.append((dict(loaders), kwargs))
+        return {"your choice": choice_rates, "fastest measured": [100.0] * 8}
+
+    monkeypatch.setattr(exercises, "measure_training", fake_training)
+    verdict = exercises.check_pipeline_choice(
+        "E", 2, 1, prediction, dataset=image_folder(digits_root), model=small_cnn((4,), in_channels=3),
+        measured={"row": [5.0]}, configurations={"row": (0, 2)})
+    assert bool(verdict) is passes and says in capsys.readouterr().out
+    _loaders, kwargs = calls[0]
+    # two workers prefetch 4 batches, left off the clock: 16 are timed after them, in 8 rounds
+    assert kwargs["max_batches"] == 4 + 16 and kwargs["rounds"] == 8
+
+
+def test_pipeline_choice_refuses_more_workers_than_the_dataset_can_time(digits_root):
+    from helpers.ch04_data_pipeline.exercises import check_pipeline_choice
+
+    with pytest.raises(ValueError, match="choose fewer workers"):
+        check_pipeline_choice("E", 16, 1, 100.0, dataset=image_folder(digits_root), model=small_cnn((4,), in_channels=3),
+                              measured={"row": [5.0]}, configurations={"row": (0, 2)})
+
+
+def test_throughput_check_never_prints_the_expected_value(capsys):
+    assert not check_throughput_prediction("E", lambda loader_rate, step_rate, overlapped: loader_rate + step_rate)
+    out = capsys.readouterr().out
+    assert "faster than the slower stage" in out and "200" not in out  # 1/(1/1000 + 1/250) = 200
+    assert not check_throughput_prediction("E", lambda loader_rate, step_rate, overlapped: min(loader_rate, step_rate))
+    assert "one after the" in capsys.readouterr().out
+    assert not check_throughput_prediction("E", lambda loader_rate, step_rate, overlapped: "fast")
+    assert "must return a number" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="function"):
+        check_throughput_prediction("E", 3)
+
+
+def test_first_batch_table_has_one_column_per_epoch():
+    from helpers.ch04_data_pipeline.loading import first_batch_table, measure_loaders
+
+    dataset = TensorDataset(torch.arange(32), torch.arange(32))
+    runs = measure_loaders({"a": make_loader(dataset, batch_size=4), "b": make_loader(dataset, batch_size=4)},
+                           rounds=2, max_batches=3, epochs=2)
+    assert all(len(t.first_batch_s) == 2 for t in runs["a"])
+    table = first_batch_table(runs)
+    assert list(table.index) == ["a", "b"]
+    assert list(table.columns) == ["first batch, epoch 1 (ms)", "first batch, epoch 2 (ms)"]
+    with pytest.raises(ValueError, match="non-empty"):
+        first_batch_table({})
+
+
+def test_held_batch_loader_repeats_one_batch():
+    from helpers.ch04_data_pipeline.loading import HeldBatch, held_batch_loader
+
+    dataset = TensorDataset(torch.arange(40).float().view(10, 4), torch.arange(10))
+    batches = list(held_batch_loader(dataset, batch_size=5, batches=3))
+    assert len(batches) == 3 and all(torch.equal(b[0], batches[0][0]) for b in batches)
+    assert batches[0][0].shape == (5, 4)
+    with pytest.raises(ValueError, match="count"):
+        HeldBatch((torch.zeros(1), torch.zeros(1)), 0)
+    with pytest.raises(TypeError, match="pair"):
+        HeldBatch(torch.zeros(1), 2)
+    with pytest.raises(IndexError):
+        HeldBatch((torch.zeros(1), torch.zeros(1)), 2)[2]
+
+
+def test_measure_training_times_loader_only_rows_without_training(digits_root):
+    from helpers.ch04_data_pipeline.loading import held_batch_loader
+
+    folder = image_folder(digits_root)
+    model = small_cnn((4,), in_channels=3)
+    loaders = {"train": make_loader(folder), "alone": make_loader(folder),
+               "step": held_batch_loader(folder, batches=4)}
+    before = [p.detach().clone() for p in model.parameters()]
+    rates = measure_training({"alone": loaders["alone"]}, model, rounds=1, max_batches=3, loader_only=["alone"])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step ran
+    rates = measure_training(loaders, model, rounds=1, max_batches=4, loader_only=["alone"])
+    assert set(rates) == set(loaders) and all(r[0] > 0 for r in rates.values())
+    with pytest.raises(ValueError, match="loader_only"):
+        measure_training(loaders, model, rounds=1, max_batches=4, loader_only=["missing"])
+    with pytest.raises(ValueError, match="loader_only"):
+        measure_training(loaders, model, rounds=1, max_batches=4, loader_only="alone")
+
+
+def test_time_data_wait_splits_the_loop(digits_root):
+    import time
+
+    from helpers.ch04_data_pipeline.loading import time_data_wait
+
+    loader = make_loader(TensorDataset(torch.zeros(40, 2), torch.zeros(40)), batch_size=4)
+    wait = time_data_wait(loader, lambda inputs, targets: time.sleep(0.01), max_batches=6)
+    assert wait.batches == 5 and wait.step_s >= 0.05 and 0 <= wait.wait_share < 0.5
+    with pytest.raises(ValueError, match="more than 1 batches"):
+        time_data_wait(loader, lambda inputs, targets: None, max_batches=1)
+
+
+def test_per_image_transform_draws_per_image():
+    from helpers.ch04_data_pipeline.images import PerImage
+
+    torch.manual_seed(0)
+    images = torch.arange(4 * 1 * 8 * 8, dtype=torch.uint8).view(4, 1, 8, 8)
+    same = images[:1].repeat(16, 1, 1, 1)
+    cropped = PerImage(v2.RandomCrop(4))(same)
+    assert cropped.shape == (16, 1, 4, 4)
+    assert len({c.numpy().tobytes() for c in cropped}) > 1  # one draw per image, not one per batch
+    with pytest.raises(ValueError, match="batch"):
+        PerImage(v2.RandomCrop(4))(images[0])
+    with pytest.raises(TypeError, match="callable"):
+        PerImage(3)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="eviction needs os.posix_fadvise (Linux)")
+def test_time_cache_loads_times_cold_and_warm(tmp_path):
+    from helpers.ch04_data_pipeline.images import time_cache_loads
+
+    cache_file = tmp_path / "cache.pt"
+    torch.save({"images": torch.ones(4, 3, 8, 8, dtype=torch.uint8), "labels": torch.arange(4)}, cache_file)
+    seconds = time_cache_loads(cache_file, rounds=2)
+    assert set(seconds) == {"cold", "warm"} and all(len(v) == 2 and min(v) > 0 for v in seconds.values())
+    with pytest.raises(ValueError, match="not a file"):
+        time_cache_loads(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_shard_images_serve_every_image_once_per_epoch(digits_root, tmp_path, num_workers):
+    from helpers.ch04_data_pipeline.images import ShardImages
+
+    folder = image_folder(digits_root)
+    paths = [Path(path) for path, _ in folder.samples[:200]]
+    labels = folder.targets[:200]
+    shard, _ = write_shard(paths, tmp_path / "part.shard")
+    dataset = ShardImages(shard, labels, block_size=16, buffer_size=32, return_index=True)
+    loader = DataLoader(dataset, batch_size=16, num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+    orders = []
+    for _epoch in range(2):
+        served = [(int(i), int(label), image) for images, batch_labels, indexes in loader
+                  for image, label, i in zip(images, batch_labels, indexes)]
+        assert sorted(i for i, _, _ in served) == list(range(200))
+        assert all(label == labels[i] for i, label, _ in served)
+        orders.append([i for i, _, _ in served])
+    assert orders[0] != orders[1] and orders[0] != list(range(200))  # a new order each epoch, not the shard's
+    index, _, image = served[0]
+    assert torch.equal(image, folder[index][0])  # the shard's bytes decode to the file's image
+    with pytest.raises(ValueError, match="one entry per image"):
+        ShardImages(shard, labels[:-1])
+    with pytest.raises(ValueError, match="write_shard"):
+        ShardImages(tmp_path / "missing.shard", labels)
+
+
+def test_compare_pinned_epochs_needs_a_gpu():
+    from helpers.ch04_data_pipeline.gpu import PINNING_VARIANTS, compare_pinned_epochs
+
+    assert len(PINNING_VARIANTS) == 4
+    dataset = TensorDataset(torch.zeros(8, 3, 4, 4, dtype=torch.uint8), torch.zeros(8))
+    with pytest.raises(ValueError, match="num_workers"):
+        compare_pinned_epochs(dataset, num_workers=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            compare_pinned_epochs(dataset)
 
 
 def test_decode_stacked_matches_stacking_every_decoded_image(digits_root):
@@ -435,3 +622,31 @@ def test_decode_stacked_matches_stacking_every_decoded_image(digits_root):
     images = decode_stacked(folder)
     assert images.dtype == torch.uint8 and images.shape == (DIGIT_IMAGES, 3, 16, 16)
     assert torch.equal(images, torch.stack(decode_all(folder)))
+
+
+def test_gpu_helpers_validate_and_size_the_step():
+    from helpers.ch04_data_pipeline.gpu import loader_ms_per_batch, median_call_ms, step_products
+
+    assert step_products(7.5, 1.0) == 8 and step_products(0.1, 1.0) == 1  # at least the target, at least one
+    with pytest.raises(ValueError, match="target_ms"):
+        step_products(0.0, 1.0)
+    with pytest.raises(ValueError, match="one_product_ms"):
+        step_products(1.0, -1.0)
+    with pytest.raises(TypeError, match="fn"):
+        median_call_ms("not a function")
+    with pytest.raises(ValueError, match="calls"):
+        median_call_ms(lambda: None, calls=0)
+    loader = DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8)), batch_size=4)
+    assert loader_ms_per_batch(loader) > 0
+    with pytest.raises(TypeError, match="loader"):
+        loader_ms_per_batch([1, 2])
+    with pytest.raises(ValueError, match="epochs"):
+        loader_ms_per_batch(loader, epochs=0)
+
+
+def test_chapter_4_uses_chapter_3s_gpu_work_and_timer():
+    import helpers.ch03_hardware.gpu as chapter3
+    import helpers.ch04_data_pipeline.gpu as chapter4
+
+    assert chapter4.matmul_work is chapter3.matmul_work and chapter4.one_call_ms is chapter3.one_call_ms
+    assert not hasattr(chapter4, "_median_call_ms")

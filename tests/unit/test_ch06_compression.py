@@ -12,11 +12,12 @@ from torch import nn
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
+from helpers.ch03_hardware.compile_timing import compile_for_inference
 from helpers.ch06_compression.distill import TARGETS, soft_target_loss, teacher_logits, train_student
 from helpers.ch06_compression.exercises import check_uint8_quantizer
 from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages
 from helpers.ch06_compression.quantize import (
-    compile_for_inference, convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
+    convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
     int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, static_int8, x86_quantizer,
 )
 from helpers.core.cost import serialized_size_bytes

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers.core.hardware import (
-    DEVICE_KINDS, HardwareReport, available_devices, cgroup_cpu_limit, hardware_report, pick_device,
+    BF16_FLAGS, DEVICE_KINDS, HardwareReport, available_devices, cgroup_cpu_limit, cpu_flags, hardware_report,
+    pick_device,
 )
 
 
@@ -16,7 +17,7 @@ def test_pick_device_defaults_to_the_first_available_kind():
 
 
 def test_pick_device_rejects_unknown_and_unavailable_devices():
-    with pytest.raises(ValueError, match="must be one of 'cuda', 'mps', 'cpu'"):
+    with pytest.raises(ValueError, match="must be one of 'cuda', 'mps', 'xpu', 'cpu'"):
         pick_device("tpu")
     missing = [kind for kind in DEVICE_KINDS if kind not in available_devices()]
     for kind in missing:
@@ -103,3 +104,12 @@ def test_physical_cores_count_hyper_threads_once(tmp_path, monkeypatch):
     assert physical_core_count(tmp_path) == 2
     assert cpu_core_count() == 4
     assert physical_core_count(tmp_path / "missing") == 4
+
+
+def test_cpu_flags_read_x86_flags_and_arm_features(tmp_path):
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 sse\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimdhp bf16 i8mm\n")
+    assert cpu_flags(x86) & BF16_FLAGS == {"avx512_bf16"}
+    assert cpu_flags(arm) & BF16_FLAGS == {"bf16"}
+    assert cpu_flags(tmp_path / "absent") is None

@@ -126,6 +126,18 @@ def test_timing_table_reads_timings_measured_earlier():
         timing_table(timings, baseline="c")
 
 
+def test_speedup_is_the_median_of_paired_round_ratios_like_the_claims():
+    from helpers.core.claims import timing_ratio
+    from helpers.core.measure import Timing, speedup
+
+    base = Timing(median_s=2.0, block_iqr_s=0.0, blocks=3, calls=3, round_medians_s=(2.0, 2.0, 4.0))
+    fast = Timing(median_s=1.0, block_iqr_s=0.0, blocks=3, calls=3, round_medians_s=(1.0, 2.0, 1.0))
+    assert speedup(base, fast) == 2.0 == timing_ratio(base, fast).median
+    assert timing_table({"base": base, "fast": fast}).loc["fast", "speedup"] == 2.0
+    single = Timing(median_s=0.5, block_iqr_s=0.0, blocks=1, calls=1, round_medians_s=(0.5,))
+    assert speedup(base, single) == 4.0  # unpaired: the ratio of the medians
+
+
 def test_compare_variants_rejects_an_unknown_baseline_or_no_variants():
     with pytest.raises(ValueError, match="baseline 'c' is not one of the variants: a, b"):
         compare_variants({"a": lambda: None, "b": lambda: None}, baseline="c")
