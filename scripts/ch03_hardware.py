@@ -297,8 +297,8 @@ print(f"warm start (the cache filled above): first call {warm_compile_s:.1f} s; 
 # %% [markdown]
 # **Remedies for the cold start.** A service pays the cold price at every deployment unless the
 # compiled code travels with it. Three ways, from lightest to heaviest:
-# - **Portable cache artifacts**: `torch.compiler.save_cache_artifacts()` returns, as bytes, the cache
-#   entries this process wrote (AOTAutograd's and Inductor's: the generated code; on a GPU the built
+# - **Portable cache artifacts**: `torch.compiler.save_cache_artifacts()` returns the cache entries this
+#   process wrote, as bytes (with a summary of what they hold) (AOTAutograd's and Inductor's: the generated code; on a GPU the built
 #   Triton kernels too); `load_cache_artifacts(data)` in a new process, before the first compile, puts
 #   them in its cache. Dynamo still traces the model in the new process. Measured next, against a
 #   control.
@@ -378,7 +378,9 @@ else:
 # was compiled during it, so each variant stayed what it claims. The claims are judged on an interval:
 # from 8 rounds up a 95% bootstrap interval; from fewer, as in most cells below, the range of the
 # rounds' ratios ("range of 4 rounds"), not a 95% interval. "Inconclusive" means the threshold lies
-# inside it.
+# inside it. In the tables, `median_ms` is the median of each variant's round medians and `speedup` the
+# median of the rounds' ratios, the estimator the claims and the ledger use; with noisy rounds (a
+# large `block_iqr_ms`) the speedup can differ from the ratio of the two medians.
 
 # %% tags=["nbval-ignore-output"]
 graphs_before = graphs_compiled()
@@ -453,8 +455,8 @@ else:
 # %% [markdown]
 # **Compiling a training step.** `torch.compile` is not only for inference. For a model in training
 # mode, AOTAutograd traces the forward and the backward pass together and Inductor compiles both, so
-# the first call builds both graphs, and the fusions reach the backward pass, where most of a step's
-# time goes. The optimizer step stays eager unless
+# the first call builds both graphs, and the fusions can reach the backward pass, usually the larger
+# part of a step. The optimizer step stays eager unless
 # it is compiled too (a compiled function that calls `optimizer.step()`). The first call's time grows
 # with the number of kernels to build, so to keep this chapter short the network is the small CNN's
 # first stage alone (convolution, batch norm, ReLU, pooling, then the classifier): one fp32 training
@@ -472,24 +474,30 @@ start = synchronized_clock()
 with torch._inductor.config.patch(cpp_cache_precompile_headers=False), guard_on_module_identity():
     amp_train_step(compiled_trainee, small_images, labels, step_optimizers["torch.compile"], fp32_scaler, "fp32")
 training_compile_s = synchronized_clock() - start
-print(f"first training call: {training_compile_s:.1f} s (forward and backward graphs, in a cache that held "
-      f"another model's inference graph only)")
+print(f"first training call: {training_compile_s:.1f} s (forward and backward graphs, in a warmed-up process "
+      f"whose cache held other models' inference graphs only)")
 
 # %% tags=["nbval-ignore-output"]
 graphs_before = graphs_compiled()
 training_timings = measure_interleaved(
     {name: partial(amp_train_step, net, small_images, labels, step_optimizers[name], fp32_scaler, "fp32")
      for name, net in (("eager", eager_trainee), ("torch.compile", compiled_trainee))},
-    rounds=4, min_run_time=0.8)
+    rounds=8, min_run_time=0.4)
 print(f"graphs compiled during the measurement: {graphs_compiled() - graphs_before}")
 training_compile_ratio = timing_ratio(training_timings["eager"], training_timings["torch.compile"])
-print(f"compiled training step against eager: {training_compile_ratio} ({training_compile_ratio.gain})")
+print(f"compiled training step against eager: {training_compile_ratio}: " + {
+    "gain": "the compiled step is shorter; the fusions reached the backward pass.",
+    "loss": "the compiled step was slower here: its kernels did not beat eager's for this network."}.get(
+    training_compile_ratio.gain, "inconclusive, the interval includes 1. Here one convolution does most of the "
+                                 "work and the fusions touch only what surrounds it (batch norm, ReLU, pooling): "
+                                 "a likely cause, not measured."))
 timing_table(training_timings).round(2)
 
 # %% [markdown]
 # The compiled code is loaded in this process now, so the cache directories can go (a new process
-# would find them gone and start cold). Compilation pays for long-running services and training jobs,
-# not for a one-off script. Nor does it pay for inputs whose shapes change on every call: a second
+# would find them gone and start cold). Compilation can pay for long-running services and training
+# jobs, where many calls repay the first one, if it shortens each call (measure it, as above); not for
+# a one-off script. Nor does it pay for inputs whose shapes change on every call: a second
 # distinct shape makes Dynamo recompile once with the changing sizes marked dynamic (automatic dynamic
 # shapes), and that graph then serves later sizes, often with slower kernels than a static one;
 # `torch.compile(dynamic=True)` or `torch._dynamo.mark_dynamic(x, 0)` asks for it up front, and
@@ -565,9 +573,10 @@ print(f"logits in {logits.dtype}, loss in {loss.dtype}, weights in {next(net.par
 
 # %% [markdown]
 # Autocast casts *copies* of the weights on every forward (its cache of a cast lasts until the
-# `autocast` block ends; a copy the backward pass needs is saved with the graph until then, section 5
-# counts it): the parameters, their gradients and the optimizer's state stay fp32, so they take no less
-# memory; what shrinks is the activations kept for the backward pass (measured below). The scaler starts at 65536 and adapts: a step whose gradients
+# `autocast` block ends; a copy the backward pass needs is saved with the graph until the backward
+# pass has used it, after the block has ended; section 5 counts it): the parameters, their gradients
+# and the optimizer's state stay fp32, so they take no less memory; what shrinks is the activations
+# kept for the backward pass (measured below). The scaler starts at 65536 and adapts: a step whose gradients
 # overflowed is skipped and the scale halved. One such step, staged: a gradient set to infinity, as an
 # overflow in fp16 would leave it.
 
@@ -600,7 +609,7 @@ show_source(make_grad_scaler)
 # Train the chapter's small CNN on the digits (upsampled to 32x32) in fp32, in bf16, and on a CUDA GPU
 # also in fp16 with loss scaling (on a CPU fp16 training is expected to be slow; this chapter stores no
 # measurement of it, and section 5's widget measures one step on yours).
-# bf16 runs everywhere but is fast only with native support: a CPU with AVX512-BF16 or AMX, an NVIDIA
+# bf16 runs everywhere but is fast only with native support: a CPU with AVX512-BF16, AMX or ARM's BF16, an NVIDIA
 # GPU of compute capability 8.0 or newer (not Colab's default T4, 7.5: there cuDNN has no bf16
 # convolutions, so on such a GPU this chapter skips bf16 and uses fp16); on a CPU without it, bf16 is
 # emulated, slowly. The learning rate follows a cosine to zero so that the final accuracy is steady; accuracy is
@@ -1350,7 +1359,7 @@ check_activation_bytes_prediction("Exercise 2 (a)", predicted_fp32_bytes, predic
 # %% [markdown]
 # (b) Measure with `saved_activation_bytes`, which counts every tensor autograd keeps (the next cell
 # runs it on `exercise_mlp()` and shows the result beside your predictions). One of the two formats
-# keeps more than its activations (section 5 said why in general): which tensor is the difference here,
+# keeps more than its activations: which tensor is the difference here,
 # and why is only that one kept, and not the same kind of tensor for the first Linear?
 
 # %%
@@ -1455,8 +1464,8 @@ ledger_table(entries).round(3)
 # 2. Mixed precision, the current way: `torch.autocast(device_type, dtype)` around the forward pass
 #    and the loss, backward outside, `torch.amp.GradScaler` for fp16, its state saved with the model's.
 # 3. Layout (`channels_last`), compilation (`torch.compile`, for inference and for training steps) and
-#    fused optimizers are speed on the same hardware, once measured here (the summary table gives each
-#    one's verdict on this machine). Compilation costs far more
+#    fused optimizers can be speed on the same hardware, once measured here (the summary table gives
+#    each one's verdict on this machine). Compilation costs far more
 #    from a cold cache (a fresh session) than from a warm one, and pays back over many calls; cache
 #    artifacts, regional compilation and AOTInductor shorten the cold start. Freezing is for serving a
 #    fixed model (measured here on a CPU): set it in Inductor's config (not `options=`), check that it

@@ -286,7 +286,7 @@ print(f"    model: {model_share:5.1f}% (forward + backward + optimizer)")
 # from that file with matplotlib: the regions of the last profiled step on top, the operators they
 # called below.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 slow_trace = WORK / "slow_step_trace.json"
 slow_profile.export_chrome_trace(str(slow_trace))
 last_step = WAIT + WARMUP + ACTIVE - 1  # ProfilerStep#N counts every step, recorded or not

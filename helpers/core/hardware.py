@@ -222,6 +222,8 @@ def _gpu_facts() -> tuple[str | None, bool | None, bool | None, bool | None]:
         return torch.cuda.get_device_name(0), bf16, major >= 7, major >= 8
     if torch.backends.mps.is_available():
         return "Apple GPU (MPS)", True, None, False
+    if torch.xpu.is_available():
+        return f"{torch.xpu.get_device_name(0)} (XPU)", None, None, False
     return None, None, None, None
 
 
