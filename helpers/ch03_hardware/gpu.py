@@ -140,6 +140,14 @@ def one_call_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def median_call_ms(fn: Callable[[], object], *, calls: int = 5) -> float:
+    """Median of `calls` single-call GPU times of fn (one_call_ms), in ms."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    require_int("calls", calls, minimum=1)
+    return statistics.median(one_call_ms(fn) for _ in range(calls))
+
+
 def compare_copy_compute_overlap(megabytes: int = 256, *, matrix_size: int = 4096, rounds: int = 5,
                                  calls: int = 5) -> tuple[pd.DataFrame, dict[str, Ratio]]:
     """Time a host-to-device copy, a compute kernel sized to last as long, and both issued together,
@@ -160,9 +168,8 @@ def compare_copy_compute_overlap(megabytes: int = 256, *, matrix_size: int = 409
     hosts["pinned"] = hosts["pageable"].pin_memory()
     side = torch.cuda.Stream()
     a = torch.randn(matrix_size, matrix_size, device=device)
-    copy_ms = statistics.median(one_call_ms(partial(hosts["pinned"].to, device, non_blocking=True))
-                                for _ in range(5))
-    one_matmul_ms = statistics.median(one_call_ms(lambda: a @ a) for _ in range(5))
+    copy_ms = median_call_ms(partial(hosts["pinned"].to, device, non_blocking=True))
+    one_matmul_ms = median_call_ms(lambda: a @ a)
     compute = matmul_work(a, max(1, round(copy_ms / one_matmul_ms)))
     variants = {"compute alone": compute}
     for memory, host in hosts.items():
@@ -174,7 +181,7 @@ def compare_copy_compute_overlap(megabytes: int = 256, *, matrix_size: int = 409
     for round_index in range(rounds):
         order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
         for name in order:
-            per_round[name].append(statistics.median(one_call_ms(variants[name]) for _ in range(calls)))
+            per_round[name].append(median_call_ms(variants[name], calls=calls))
     compute_rounds = per_round["compute alone"]
     rows, ratios = [], {}
     for memory in hosts:

@@ -1,7 +1,7 @@
 """Chapter 4's GPU-only measurement: what pinned memory buys a DataLoader that feeds a GPU step.
 
 It reuses chapter 3's copy on a side stream beside compute (copy_beside_compute), its GPU work of a chosen
-length (matmul_work) and its single-call GPU timer (one_call_ms).
+length (matmul_work) and its single-call GPU timer (median_call_ms).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -17,19 +16,11 @@ from torch.utils.data import DataLoader, Dataset, default_convert
 
 from helpers.core.measure import Timing, measure_interleaved
 from helpers.core.validate import require_instance, require_int, require_number
-from helpers.ch03_hardware.gpu import copy_beside_compute, matmul_work, one_call_ms, require_cuda
+from helpers.ch03_hardware.gpu import copy_beside_compute, matmul_work, median_call_ms, require_cuda
 from helpers.ch04_data_pipeline.loading import make_loader, normalize_batch
 
 PINNING_VARIANTS = ("loader alone (pinned)", "pageable, blocking copy", "pinned, non_blocking copy",
                     "pinned, next batch copied beside the step")
-
-
-def median_call_ms(fn: Callable[[], object], *, calls: int = 5) -> float:
-    """Median of `calls` single-call GPU times of fn (chapter 3's one_call_ms), in ms."""
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    require_int("calls", calls, minimum=1)
-    return statistics.median(one_call_ms(fn) for _ in range(calls))
 
 
 def loader_ms_per_batch(loader: DataLoader, *, epochs: int = 3) -> float:
