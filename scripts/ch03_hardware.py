@@ -355,7 +355,9 @@ else:
 # graph (pytorch/pytorch#139272 describes the mechanism). Passed as
 # `torch.compile(model, options={"freezing": True})` it reaches Inductor only, too late, and the model
 # compiles *unfrozen*, without a word. `compile_for_inference` sets the flag around the first call and
-# counts the folding and packing passes; the counts prove the graph is frozen:
+# counts the folding and packing passes; the counts prove the graph is frozen. The model it returns
+# then refuses to recompile (`InferenceCompiled`: a later recompile would run with whatever settings
+# hold at that moment, so a frozen model could silently come back unfrozen, as chapter 6 found):
 
 # %% tags=["nbval-ignore-output"]
 frozen_available = device.type == "cpu"
@@ -373,8 +375,8 @@ else:
 
 # %% [markdown]
 # Eager, compiled and (on a CPU) compiled with freezing, in the same alternating rounds, under
-# `torch.no_grad()` as they were compiled (a call in another grad mode would recompile, and a
-# recompile outside the flag would not freeze). The check after the measurement says that no graph
+# `torch.no_grad()` as they were compiled (the compiled ones enforce it, and refuse to recompile
+# rather than compile again without the flag). The check after the measurement says that no graph
 # was compiled during it, so each variant stayed what it claims. The claims are judged on an interval:
 # from 8 rounds up a 95% bootstrap interval; from fewer, as in most cells below, the range of the
 # rounds' ratios ("range of 4 rounds"), not a 95% interval. "Inconclusive" means the threshold lies

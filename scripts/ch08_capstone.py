@@ -188,7 +188,7 @@ print(f"pruned, before fine-tuning: {count_parameters(pruned):,} parameters, tes
 pruned_tuned = train_student(copy.deepcopy(pruned), (x_train, y_train), steps=200, lr=1e-3, batch_size=128)
 transfer = (x_train, teacher_logits(baseline, x_train))
 pruned_distilled = train_student(copy.deepcopy(pruned), (x_train, y_train), transfer=transfer,
-                                 targets="teacher's soft targets", temperature=4.0, alpha=0.5, steps=200, lr=1e-3)
+                                 targets="soft targets", temperature=4.0, alpha=0.5, steps=200, lr=1e-3)
 for model in (pruned_tuned, pruned_distilled):
     model.to(memory_format=torch.channels_last)
 
@@ -783,12 +783,11 @@ ledger_table(entries).round(3)
 # on the pruned network here:
 
 # %% tags=["nbval-ignore-output"]
-teacher_int8 = next((e["extras"].get("against_compiled_fp32") for e in earlier if e["technique"] == "int8_static_pt2e"),
-                    None)
+teacher_int8 = next((e for e in earlier if e["technique"] == "int8_static_pt2e"), None)
 int8_here = next(c for c in claims if c.name == "capstone_int8").ratio
 print(f"on the pruned network here: {int8_here}")
-print(f"on the unpruned teacher (chapter 6): {teacher_int8['median']:.2f}x ({teacher_int8['low']:.2f} to "
-      f"{teacher_int8['high']:.2f}x)" if teacher_int8 else "chapter 6 has not run on this machine yet")
+print(f"on the unpruned teacher (chapter 6, against {teacher_int8['compared_with']}): {ratio_text(teacher_int8)}"
+      if teacher_int8 else "chapter 6 has not run on this machine yet")
 
 # %% [markdown]
 # **Take-aways**

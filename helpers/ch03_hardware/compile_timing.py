@@ -69,13 +69,30 @@ def freezing_passes() -> dict[str, int]:
             "packed": sum(count for name, count in inductor.items() if "pack" in name and name.endswith("_count"))}
 
 
-def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: bool = True) -> tuple[Callable, float]:
+class InferenceCompiled:
+    """A model compiled by compile_for_inference that stays what it was compiled as: every call runs under
+    torch.no_grad(), and a call that would recompile (another shape, another grad mode, a changed guard) raises
+    instead of silently compiling a new graph with whatever settings hold at that moment (freezing off, say)."""
+
+    def __init__(self, compiled: Callable, *, frozen: bool) -> None:
+        self.compiled, self.frozen = compiled, frozen
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.compiler.set_stance("fail_on_recompile"):
+            return self.compiled(*inputs)
+
+    def __repr__(self) -> str:
+        return f"InferenceCompiled({'frozen' if self.frozen else 'not frozen'})"
+
+
+def compile_for_inference(model: nn.Module, example: torch.Tensor, *,
+                          freezing: bool = True) -> tuple[InferenceCompiled, float]:
     """torch.compile for inference, with or without freezing; return the compiled model and its first call's seconds.
 
-    The graph is compiled for example's shape only (dynamic=False): call it at that shape, under
-    torch.no_grad() (as compiled; another grad mode would recompile, without freezing), and compile a
-    separate copy of the model for each other batch size. Raises if no new graph was compiled, or if
-    freezing was asked for and its passes did not run.
+    The graph is compiled for example's shape only (dynamic=False), under torch.no_grad(): call it at that
+    shape (any other raises rather than recompiling), and compile a separate copy of the model for each
+    other batch size. Raises if no new graph was compiled, or if freezing was asked for and its passes did
+    not run.
     """
     require_instance("model", model, nn.Module)
     require_instance("example", example, torch.Tensor)
@@ -94,4 +111,4 @@ def compile_for_inference(model: nn.Module, example: torch.Tensor, *, freezing: 
         raise RuntimeError("torch.compile compiled no new graph for this model: it reused one compiled earlier")
     if freezing and sum(freezing_passes().values()) == frozen_before:
         raise RuntimeError("freezing was asked for, but its passes folded and packed nothing: the graph is not frozen")
-    return compiled, seconds
+    return InferenceCompiled(compiled, frozen=freezing), seconds

@@ -1,14 +1,58 @@
-"""Knowledge distillation (Hinton et al., 2015): the loss, the teacher's targets, a student's training loop."""
+"""Knowledge distillation (Hinton et al., 2015): the loss, the teacher's targets, a student's training loop, and a
+split of the images that keeps the teacher's training images apart from the images it labels for the student."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from helpers.core.validate import require_instance, require_int, require_number
 
-TARGETS = ("labels only", "teacher's hard labels", "teacher's soft targets")
+TARGETS = ("labels only", "hard labels", "soft targets")
+
+
+@dataclass(frozen=True)
+class DistillationSplit:
+    """Disjoint images: the teacher's labelled training set, the student's pool, and a validation set.
+
+    The pool is unlabelled for the student except `labelled` (a few per class, taken from the pool);
+    `pool_labels` are the pool's true labels, used only to score the teacher's pseudo-labels and for an
+    upper-bound arm, never by a student that learns from the teacher.
+    """
+
+    teacher: tuple[torch.Tensor, torch.Tensor]
+    pool: torch.Tensor
+    pool_labels: torch.Tensor
+    labelled: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor]
+
+
+def split_for_distillation(images: torch.Tensor, labels: torch.Tensor, *, teacher_size: int = 600,
+                           validation_size: int = 150, labelled_per_class: int = 5,
+                           seed: int = 0) -> DistillationSplit:
+    """Stratified, disjoint: teacher_size images for the teacher, validation_size for choosing settings, the rest
+    the student's pool, of which labelled_per_class per class keep their labels."""
+    require_int("teacher_size", teacher_size, minimum=1)
+    require_int("validation_size", validation_size, minimum=1)
+    require_int("labelled_per_class", labelled_per_class, minimum=1)
+    if len(images) != len(labels) or teacher_size + validation_size >= len(labels):
+        raise ValueError(f"need as many labels as images ({len(images)} and {len(labels)}) and more images than "
+                         f"teacher_size + validation_size = {teacher_size + validation_size}")
+    index = torch.arange(len(labels)).numpy()
+    rest, teacher = train_test_split(index, test_size=teacher_size, random_state=seed, stratify=labels.numpy())
+    pool, validation = train_test_split(rest, test_size=validation_size, random_state=seed,
+                                        stratify=labels[rest].numpy())
+    pool_labels = labels[pool]
+    picked = torch.cat([torch.nonzero(pool_labels == c).flatten()[:labelled_per_class] for c in pool_labels.unique()])
+    if len(picked) < labelled_per_class * len(pool_labels.unique()):
+        raise ValueError(f"the pool has fewer than {labelled_per_class} images of some class: lower labelled_per_class")
+    return DistillationSplit(teacher=(images[teacher], labels[teacher]), pool=images[pool], pool_labels=pool_labels,
+                             labelled=(images[pool][picked], pool_labels[picked]),
+                             validation=(images[validation], labels[validation]))
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -25,13 +69,17 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """The teacher's logits for every image, in eval mode (batch norm uses its running statistics) without autograd."""
+    """The teacher's logits for every image, in eval mode (batch norm uses its running statistics) without autograd;
+    the teacher is left in the mode it came in."""
     require_instance("teacher", teacher, nn.Module)
     require_int("batch_size", batch_size, minimum=1)
     if len(images) == 0:
         raise ValueError("images must hold at least one image")
+    was_training = teacher.training
     teacher.eval()
-    return torch.cat([teacher(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+    logits = torch.cat([teacher(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+    teacher.train(was_training)
+    return logits
 
 
 def _check_student_arguments(targets: str, temperature: float, alpha: float, steps: int, batch_size: int) -> None:
@@ -61,7 +109,7 @@ def train_student(
 
     Every arm draws the same labelled batches for a given seed, so that arms differ only in their targets.
     Loss: (1 - alpha) * cross-entropy on the labels + alpha * the teacher term, which is cross-entropy on the
-    teacher's argmax ("teacher's hard labels") or soft_target_loss at `temperature` ("teacher's soft targets").
+    teacher's argmax ("hard labels") or soft_target_loss at `temperature` ("soft targets").
     """
     require_instance("student", student, nn.Module)
     _check_student_arguments(targets, temperature, alpha, steps, batch_size)
@@ -82,7 +130,7 @@ def train_student(
             extra = torch.randint(len(transfer[0]), (batch_size,), generator=transfer_picks)
             logits = student(torch.cat([x_labelled[pick], transfer[0][extra]]))
             label_loss = F.cross_entropy(logits[:batch_size], y_labelled[pick])
-            if targets == "teacher's soft targets":
+            if targets == "soft targets":
                 teacher_loss = soft_target_loss(logits[batch_size:], transfer[1][extra], temperature)
             else:
                 teacher_loss = F.cross_entropy(logits[batch_size:], transfer[1][extra].argmax(dim=1))

@@ -1,16 +1,27 @@
-"""Chapter 6's exercise check: an asymmetric uint8 quantizer written by hand, against torchao's primitives."""
+"""Chapter 6's exercise checks: which layer one scale per tensor hurts most, and an asymmetric uint8 quantizer
+written by hand, against torchao's primitives."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-import helpers.ch06_compression.quantize  # noqa: F401 (first: it quietens the log line that importing torchao prints)
+from helpers.ch06_compression.quantize import per_tensor_penalty  # first: it quietens torchao's import log line
 from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, quantize_affine  # noqa: E402
 
 from helpers.core.validate import require_callable
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_choice
+
+
+def check_granularity_prediction(exercise: str, answer: object, weights: Mapping[str, torch.Tensor]) -> Verdict:
+    """Pass when answer names the weight tensor whose per-tensor int8 error exceeds its per-channel error most."""
+    if not weights:
+        raise ValueError("weights must map at least one layer name to its weight tensor")
+    penalties = {name: per_tensor_penalty(w) for name, w in weights.items()}
+    return check_choice(exercise, answer, max(penalties, key=penalties.get), list(weights),
+                        hint="One per-tensor scale is set by the largest filter; the filters that lose most are the "
+                             "ones whose own largest weight is far below it. Which table row has them?")
 
 
 def reference_uint8(values: torch.Tensor) -> tuple[torch.Tensor, float, int]:

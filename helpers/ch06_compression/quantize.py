@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import types
 from collections.abc import Callable, Iterable
 
 import torch
@@ -18,9 +19,29 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa: E402
     X86InductorQuantizer, get_default_x86_inductor_quantization_config,
 )
+from torchao.quantization.quant_primitives import (  # noqa: E402
+    MappingType, choose_qparams_affine, dequantize_affine, quantize_affine,
+)
 from torchao.utils import should_reduce_range  # noqa: E402
 
 from helpers.core.validate import require_instance, require_int  # noqa: E402
+
+
+def symmetric_int8_error(values: torch.Tensor, block_size: tuple[int, ...]) -> float:
+    """Mean |x - dequantize(quantize(x))| relative to mean |x|, symmetric int8, one scale per block (torchao)."""
+    require_instance("values", values, torch.Tensor)
+    if len(block_size) != values.dim():
+        raise ValueError(f"block_size needs one entry per dimension of values ({values.dim()}), got {block_size}")
+    scale, zero_point = choose_qparams_affine(values, MappingType.SYMMETRIC, block_size, torch.int8)
+    quantized = quantize_affine(values, block_size, scale, zero_point, torch.int8)
+    error = dequantize_affine(quantized, block_size, scale, zero_point, torch.int8) - values
+    return (error.abs().mean() / values.abs().mean()).item()
+
+
+def per_tensor_penalty(weights: torch.Tensor) -> float:
+    """How many times the rounding error of one scale per tensor exceeds that of one scale per output channel."""
+    return symmetric_int8_error(weights, tuple(weights.shape)) / symmetric_int8_error(weights, (1, *weights.shape[1:]))
+
 
 def x86_quantizer(*, reduce_range: bool = False, is_qat: bool = False) -> X86InductorQuantizer:
     """int8 everywhere the x86 backend supports it: per-channel weights, per-tensor activations."""
@@ -29,11 +50,17 @@ def x86_quantizer(*, reduce_range: bool = False, is_qat: bool = False) -> X86Ind
 
 
 def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
-                reduce_range: bool = False) -> torch.fx.GraphModule:
-    """Post-training static int8 (PT2E): export, insert observers, calibrate on real batches, convert."""
+                reduce_range: bool = False, quantizer: X86InductorQuantizer | None = None) -> torch.fx.GraphModule:
+    """Post-training static int8 (PT2E): export, insert observers, calibrate on real batches, convert.
+
+    quantizer: a configured X86InductorQuantizer to use instead of x86_quantizer(reduce_range=reduce_range).
+    """
     require_instance("model", model, nn.Module)
+    if quantizer is None:
+        quantizer = x86_quantizer(reduce_range=reduce_range)
+    require_instance("quantizer", quantizer, X86InductorQuantizer)
     exported = torch.export.export(model.eval(), (example,)).module()
-    prepared = prepare_pt2e(exported, x86_quantizer(reduce_range=reduce_range))
+    prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for images in calibration:
             prepared(images)
@@ -48,7 +75,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, *, reduce_range: bool =
     require_instance("model", model, nn.Module)
     exported = torch.export.export(model.train(), (example,)).module()
     prepared = prepare_qat_pt2e(exported, x86_quantizer(is_qat=True, reduce_range=reduce_range))
-    allow_exported_model_train_eval(prepared)  # so that ordinary training loops may call .train() and .eval()
+    allow_train_eval(prepared)  # so that ordinary training loops may call .train() and .eval()
     return prepared
 
 
@@ -68,7 +95,28 @@ def drop_unused_parameters(graph_module: torch.fx.GraphModule) -> torch.fx.Graph
         if name not in used:
             owner_path, _, attribute = name.rpartition(".")
             delattr(graph_module.get_submodule(owner_path) if owner_path else graph_module, attribute)
-    allow_exported_model_train_eval(graph_module)
+    allow_train_eval(graph_module)
+    return graph_module
+
+
+def allow_train_eval(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Let training loops call .train() and .eval() on an exported graph, without resetting torch.compile.
+
+    torchao's switch (allow_exported_model_train_eval) rewrites the graph's dropout and batch-norm patterns,
+    exporting each pattern with strict torch.export, which resets Dynamo: every model compiled earlier in
+    this process loses its compiled code and compiles again on its next call, with whatever settings hold
+    then. A graph with neither has nothing to rewrite, so there only the mode flag changes.
+    """
+    require_instance("graph_module", graph_module, torch.fx.GraphModule)
+    if any(name in str(node.target) for node in graph_module.graph.nodes for name in ("batch_norm", "dropout")):
+        return allow_exported_model_train_eval(graph_module)
+
+    def set_mode(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+        self.training = mode
+        return self
+
+    graph_module.train = types.MethodType(set_mode, graph_module)
+    graph_module.eval = types.MethodType(lambda self: set_mode(self, False), graph_module)
     return graph_module
 
 

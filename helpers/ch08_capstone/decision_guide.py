@@ -35,10 +35,14 @@ CATALOG = {
     "bf16_compress_hook": ("communication", "bf16 gradient compression"),
     "omp_one_thread_per_process": ("throughput", "one OpenMP thread per DDP process"),
     "fsdp2_memory": ("memory", "FSDP2 sharding"),
-    "knowledge_distillation": ("accuracy", "distillation into a small student"),
+    "pseudo_labelling": ("accuracy", "pseudo-labels from a teacher on unlabelled images"),
+    "knowledge_distillation": ("accuracy", "distillation into a small student, against pseudo-labels"),
+    "compile_freezing_teacher": ("latency", "torch.compile with freezing, against eager (a CNN at batch 64)"),
+    "bf16_inference": ("latency", "bf16 inference, compiled with freezing"),
     "int8_dynamic_linear": ("latency", "dynamic int8 for Linear layers (torchao)"),
     "int8_static_pt2e": ("latency", "static int8 with PT2E and freezing"),
     "weight_only_int8": ("latency", "weight-only int8 at batch 1"),
+    "weight_only_int4": ("latency", "weight-only int4 at batch 1"),
     "compression_combined": ("latency", "pruning, distillation and int8 together"),
     "profiler_fix": ("throughput", "the fixes a profile pointed at"),
     "onnxruntime": ("latency", "ONNX Runtime"),
@@ -76,7 +80,7 @@ def likely_reason(technique: str, hardware: HardwareReport) -> str:
                 "(chapters 4, 5)")
     if technique in ("int8_static_pt2e", "int8_dynamic_linear", "onnxruntime_int8_static", "compression_combined"):
         return f"int8 pays only with int8 kernels for this CPU ({hardware.cpu_isa}) and enough work per call"
-    if technique == "weight_only_int8":
+    if technique in ("weight_only_int8", "weight_only_int4"):
         return "weight-only int8 converts weights back to float before each matmul: it saves bytes, not arithmetic"
     if technique == "torch_compile_freezing":
         return "against compile alone, freezing mainly enables the int8 fusions (chapter 6)"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from scipy import stats
 
 from helpers.core.validate import require_int, require_number
 
@@ -35,6 +38,44 @@ def compare_folds(baseline: Sequence[float], candidate: Sequence[float]) -> str:
     if all(d < 0 for d in differences):
         return "lower on every fold"
     return "mixed"
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """candidate - baseline in accuracy points over paired seeds or folds: mean, 95% t interval, exact sign test."""
+
+    mean: float
+    low: float
+    high: float
+    pairs: int
+    sign_test_p: float
+
+    @property
+    def verdict(self) -> str:
+        """'higher', 'lower' (the whole interval on one side of 0) or 'no measurable difference'."""
+        if self.low > 0:
+            return "higher"
+        if self.high < 0:
+            return "lower"
+        return "no measurable difference"
+
+    def __str__(self) -> str:
+        return (f"{self.mean:+.1f} points (95% interval over {self.pairs} seeds {self.low:+.1f} to {self.high:+.1f}; "
+                f"sign test p = {self.sign_test_p:.3f})")
+
+
+def paired_difference(baseline: Sequence[float], candidate: Sequence[float]) -> PairedDifference:
+    """Accuracy differences (points) of paired runs: mean with a 95% Student t interval, and the exact two-sided
+    sign test (how often a difference this one-sided arises if either is equally likely to win each pair)."""
+    if len(baseline) != len(candidate) or len(baseline) < 3:
+        raise ValueError(f"need the same seeds (at least 3) for both, got {len(baseline)} and {len(candidate)}")
+    differences = [100 * (require_number("candidate", c, minimum=0.0, maximum=1.0)
+                          - require_number("baseline", b, minimum=0.0, maximum=1.0)) for b, c in zip(baseline, candidate)]
+    mean, n = sum(differences) / len(differences), len(differences)
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    wins, losses = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    sign_p = min(1.0, 2 * stats.binom.cdf(min(wins, losses), wins + losses, 0.5)) if wins + losses else 1.0
+    return PairedDifference(mean, mean - half, mean + half, n, float(sign_p))
 
 
 def wilson_interval(accuracy: float, n_images: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers.core.accuracy import PairedDifference
 from helpers.core.claims import Claim, Ratio
 from helpers.core.validate import require_instance, require_int, require_number
 from helpers.support.course_folder import course_folder
@@ -70,6 +71,7 @@ def make_entry(
     hardware: str,
     ratio: Ratio | None = None,
     claim: Claim | None = None,
+    difference: PairedDifference | None = None,
     extras: dict | None = None,
     compared_with: str = "",
     combination: bool = False,
@@ -81,7 +83,8 @@ def make_entry(
     'inconclusive' when the interval includes 1.0, and its kind says 'time ratio, median of round
     ratios'. Pass as baseline and optimized the medians of the round medians (Timing.round_median_ms),
     the numbers the ratio was paired from. Without a ratio the numbers are exact (sizes, counts), the
-    kind says so, and the gain follows from the speed-up alone.
+    kind says so, and the gain follows from the speed-up alone. An accuracy compared over paired seeds passes
+    its `difference` instead (points, with a 95% t interval): the gain then follows from that interval.
     """
     require_int("chapter", chapter, minimum=1)
     for name, text in (("technique", technique), ("metric", metric), ("unit", unit), ("hardware", hardware)):
@@ -94,8 +97,16 @@ def make_entry(
     extras = {} if extras is None else dict(require_instance("extras", extras, dict))
     require_instance("compared_with", compared_with, str)
     require_instance("combination", combination, bool)
-    if ratio is not None and claim is not None:
-        raise ValueError("pass ratio or claim (which carries its ratio), not both")
+    if sum(x is not None for x in (ratio, claim, difference)) > 1:
+        raise ValueError("pass at most one of ratio, claim (which carries its ratio) and difference")
+    if difference is not None:
+        require_instance("difference", difference, PairedDifference)
+        kind = f"accuracy difference over {difference.pairs} paired seeds: {difference}"
+        gain = {"higher": "gain", "lower": "loss"}.get(difference.verdict, "inconclusive")
+        speedup = optimized / baseline if higher_is_better else baseline / optimized
+        extras["difference_points"] = [difference.mean, difference.low, difference.high]
+        return LedgerEntry(chapter, technique, metric, unit, baseline, optimized, speedup, None, gain, hardware,
+                           extras, compared_with, kind, "", combination)
     if claim is not None:
         ratio = require_instance("claim", claim, Claim).ratio
     if ratio is not None:

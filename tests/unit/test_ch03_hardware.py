@@ -284,5 +284,10 @@ def test_compile_for_inference_freezes_only_when_asked_and_proves_it():
     assert first_call_s > 0 and after["folded"] > passes["folded"] and after["packed"] > passes["packed"]
     with torch.no_grad():
         assert torch.allclose(frozen(x), model(x), atol=1e-4) and torch.allclose(plain(x), model(x), atol=1e-4)
+    graphs = graphs_compiled()
+    assert not frozen(x).requires_grad and graphs_compiled() == graphs, "a call in grad mode must not recompile"
+    with pytest.raises(RuntimeError, match="recompile"):
+        frozen(torch.randn(3, 1, 8, 8))  # another shape would compile a new graph, without freezing: refused
+    assert graphs_compiled() == graphs and repr(frozen) == "InferenceCompiled(frozen)"
     with pytest.raises(TypeError, match="example must be"):
         compile_for_inference(model, "not a tensor")

@@ -1,7 +1,11 @@
-"""Tests of helpers/ch06_compression/: the distillation loss and loop, int8 quantization (PT2E), the charts, the
-exercise check. Tiny models on random 16x16 images, a few steps each."""
+"""Tests of helpers/ch06_compression/: the distillation loss, loop and split, int8 quantization (PT2E), calibration
+and the layers kept in fp32, weight-only quantization (no speed asserted), the charts, the exercise checks. Tiny
+models on random 16x16 images, a few steps each."""
 
 import copy
+import importlib.util
+import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -9,17 +13,35 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
+from torchao.prototype.quantization.int4 import Int4OpaqueTensor, PrototypeInt4WeightOnlyConfig
+from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
 
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
 from helpers.ch03_hardware.compile_timing import compile_for_inference
-from helpers.ch06_compression.distill import TARGETS, soft_target_loss, teacher_logits, train_student
-from helpers.ch06_compression.exercises import check_uint8_quantizer
+from helpers.ch06_compression.calibration import (
+    OBSERVERS, activation_ranges, detectable_difference, folded_student, int8_config, paired_table,
+    quantizable_layers, static_int8_variant,
+)
+from helpers.ch06_compression.distill import (
+    TARGETS, soft_target_loss, split_for_distillation, teacher_logits, train_student,
+)
+from helpers.ch06_compression.exercises import check_granularity_prediction, check_uint8_quantizer
 from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages
 from helpers.ch06_compression.quantize import (
-    convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
-    int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, static_int8, x86_quantizer,
+    allow_train_eval, convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
+    int8_reduce_range_needed, per_tensor_penalty, predict_in_fixed_batches, prepare_qat, static_int8,
+    symmetric_int8_error, x86_quantizer,
 )
+from helpers.ch06_compression.weight_only import (
+    BASELINE, FLOAT8, VARIANTS, WEIGHT_ONLY, WidthResult, fast_path, frozen_per_batch, gpu_weight_only,
+    last_level_cache_mib, linear_stack,
+    matmul_operators, measure_weight_only, measure_width, quantization_config, quantized_copy, stored_tensors,
+    unavailable_reason, weight_bytes, weight_only_table,
+)
+from helpers.core.accuracy import paired_prediction_change
 from helpers.core.cost import serialized_size_bytes
 from helpers.workload.models import small_cnn
 
@@ -64,7 +86,7 @@ def transfer_set(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 LABELLED = (images(32), labels(32))
 
 
-def trained_parameters(seed: int, targets: str = "teacher's soft targets") -> list[torch.Tensor]:
+def trained_parameters(seed: int, targets: str = "soft targets") -> list[torch.Tensor]:
     """Parameters of a fixed initial student after a few steps with this training seed."""
     transfer = None if targets == "labels only" else transfer_set()
     student = train_student(tiny_cnn(), LABELLED, transfer=transfer, targets=targets, steps=4, batch_size=8,
@@ -171,13 +193,35 @@ def test_teacher_logits_are_eval_mode_outputs_without_autograd_whatever_the_batc
     x = images(10)
     one_by_one = teacher_logits(teacher, x, batch_size=1)
     all_at_once = teacher_logits(teacher, x, batch_size=512)
-    assert not teacher.training and not any(m.training for m in teacher.modules())
+    assert teacher.training and all(m.training for m in teacher.modules()), "the caller's mode must be restored"
     assert one_by_one.shape == (10, 10) and not one_by_one.requires_grad
     assert torch.allclose(one_by_one, all_at_once, atol=1e-6, rtol=0)
     with torch.no_grad():
-        assert torch.allclose(all_at_once, teacher(x), atol=1e-6, rtol=0)
+        assert torch.allclose(all_at_once, teacher.eval()(x), atol=1e-6, rtol=0)
     for name, value in statistics.items():
         assert torch.equal(teacher.state_dict()[name], value), f"{name} changed"
+
+
+def test_split_for_distillation_is_disjoint_stratified_and_labels_a_few_per_class_of_the_pool():
+    x, y = torch.arange(300.0).reshape(300, 1, 1, 1), torch.arange(300) % 10
+    split = split_for_distillation(x, y, teacher_size=100, validation_size=50, labelled_per_class=3)
+    ids = {name: set(part.flatten().tolist()) for name, part in
+           (("teacher", split.teacher[0]), ("pool", split.pool), ("validation", split.validation[0]))}
+    assert [len(v) for v in ids.values()] == [100, 150, 50]
+    assert not (ids["teacher"] & ids["pool"]) and not (ids["teacher"] & ids["validation"]) \
+        and not (ids["pool"] & ids["validation"])
+    assert set(split.labelled[0].flatten().tolist()) <= ids["pool"]
+    assert torch.bincount(split.labelled[1]).tolist() == [3] * 10
+    assert torch.equal(split.pool_labels, split.pool.flatten().long() % 10)
+    assert torch.bincount(split.teacher[1]).tolist() == [10] * 10
+
+
+def test_split_for_distillation_validates_its_arguments():
+    x, y = torch.zeros(30, 1, 1, 1), torch.arange(30) % 10
+    with pytest.raises(ValueError, match="more images than"):
+        split_for_distillation(x, y, teacher_size=20, validation_size=10)
+    with pytest.raises(ValueError, match="fewer than 5 images of some class"):
+        split_for_distillation(x, y, teacher_size=10, validation_size=10)
 
 
 def test_teacher_logits_validates_its_arguments():
@@ -195,8 +239,8 @@ def test_teacher_logits_validates_its_arguments():
     ({"steps": 0}, "steps must be an int >= 1"),
     ({"batch_size": 0}, "batch_size must be an int >= 1"),
     ({"targets": "labels only", "transfer": transfer_set()}, "exactly when targets is not 'labels only'"),
-    ({"targets": "teacher's soft targets"}, "exactly when targets is not 'labels only'"),
-    ({"targets": "teacher's hard labels"}, "exactly when targets is not 'labels only'"),
+    ({"targets": "soft targets"}, "exactly when targets is not 'labels only'"),
+    ({"targets": "hard labels"}, "exactly when targets is not 'labels only'"),
 ])
 def test_train_student_rejects_bad_arguments(options, message):
     with pytest.raises(ValueError, match=message):
@@ -223,13 +267,13 @@ def test_train_student_is_reproducible_for_a_seed():
 
 
 def test_distillation_arms_train_on_the_same_labelled_batches():
-    hard, soft = labelled_batches("teacher's hard labels"), labelled_batches("teacher's soft targets")
+    hard, soft = labelled_batches("hard labels"), labelled_batches("soft targets")
     assert hard == soft
     assert all(value >= 0 for batch in hard for value in batch), "labelled images come first in each batch"
 
 
 def test_labels_only_arm_trains_on_the_same_labelled_batches_as_the_distillation_arms():
-    assert labelled_batches("labels only") == labelled_batches("teacher's soft targets")
+    assert labelled_batches("labels only") == labelled_batches("soft targets")
 
 
 def test_static_int8_is_smaller_than_fp32_and_keeps_only_what_its_graph_reads():
@@ -383,3 +427,404 @@ def test_uint8_check_passes_a_correct_quantizer_and_explains_wrong_ones(capsys):
     assert not check_uint8_quantizer("E", lambda v: (_uint8_by_hand(v)[0], _uint8_by_hand(v)[1], 0), cases[1:])
     shown = capsys.readouterr().out
     assert "not implemented yet" in shown and "scale" in shown and "zero point 0" in shown
+
+
+def pixel_images(n: int, seed: int = 0) -> torch.Tensor:
+    """n random one-channel 16x16 images with pixels in [0, 1]."""
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_folded_cnn(seed: int = 0) -> nn.Sequential:
+    """small_cnn((4, 8)) with batch norm folded: Conv2d at 0 and 3, Linear at 8."""
+    torch.manual_seed(seed)
+    return fold_batch_norm(small_cnn((4, 8)))
+
+
+def quantized_weight_count(converted: torch.fx.GraphModule) -> int:
+    """How many weights the converted graph dequantizes from int8 (one per int8 layer)."""
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    return sum(node.target == dequantize for node in converted.graph.nodes)
+
+
+def test_folded_student_depends_on_its_seed_only_and_leaves_the_global_generator_alone():
+    x, y = pixel_images(32), torch.arange(32) % 10
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = folded_student((4, 8), (x, y), seed=1, steps=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    again = folded_student((4, 8), (x, y), seed=1, steps=2)
+    other = folded_student((4, 8), (x, y), seed=2, steps=2)
+    assert torch.equal(first[0].weight, again[0].weight)
+    assert not torch.equal(first[0].weight, other[0].weight)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in first.modules()) and not first.training
+
+
+def test_int8_config_changes_only_the_activation_observer():
+    default = get_default_x86_inductor_quantization_config()
+    for name, observer in OBSERVERS.items():
+        config = int8_config(observer=name)
+        assert config.input_activation is config.output_activation
+        assert config.input_activation.observer_or_fake_quant_ctr.p.func is observer
+        assert config.input_activation.quant_max == 255 and config.input_activation.dtype == torch.uint8
+        assert config.weight.qscheme == default.weight.qscheme == torch.per_channel_symmetric
+        assert config.weight.observer_or_fake_quant_ctr.p.func is default.weight.observer_or_fake_quant_ctr.p.func
+    assert int8_config(reduce_range=True).input_activation.quant_max == 127
+    with pytest.raises(ValueError, match="observer must be one of 'histogram', 'minmax'; got 'max'"):
+        int8_config(observer="max")
+
+
+def test_quantizable_layers_are_the_convolutions_and_the_linear_layer():
+    assert quantizable_layers(tiny_folded_cnn()) == ["0", "3", "8"]
+    assert quantizable_layers(small_cnn((4, 8))) == ["0", "4", "10"]  # unfolded: batch norm between
+
+
+def test_fp32_layers_keep_their_weights_out_of_int8_without_printing_warnings():
+    model, x = tiny_folded_cnn(), pixel_images(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        everywhere = static_int8_variant(model, x, [x])
+        one_kept = static_int8_variant(model, x, [x], fp32_layers=["3"])
+        two_kept = static_int8_variant(model, x, [x], fp32_layers=["0", "8"])
+    assert [quantized_weight_count(m) for m in (everywhere, one_kept, two_kept)] == [3, 2, 1]
+    with torch.no_grad():
+        reference = model(x)
+        for converted in (everywhere, one_kept, two_kept):
+            assert (converted(x) - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_static_int8_variant_rejects_layers_it_cannot_keep_in_fp32():
+    model, x = tiny_folded_cnn(), pixel_images(4)
+    with pytest.raises(ValueError, match=r"fp32_layers must name Conv2d or Linear modules of model \['0', '3', '8'\], "
+                                         r"got \['1', 'fc'\]"):
+        static_int8_variant(model, x, [x], fp32_layers=["fc", "1"])
+    with pytest.raises(TypeError, match=r"fp32_layers must be a sequence of layer names such as \['0'\], got the"):
+        static_int8_variant(model, x, [x], fp32_layers="38")
+    with pytest.raises(TypeError, match="model must be a Module"):
+        static_int8_variant(lambda t: t, x, [x])
+
+
+def test_activation_ranges_follow_the_calibration_data():
+    model, x = tiny_folded_cnn(), pixel_images(16)
+    ranges = activation_ranges(static_int8_variant(model, x, [x], observer="minmax"))
+    assert list(ranges.index) == ["input", "1 (ReLU)", "2 (MaxPool2d)", "4 (ReLU)", "5 (MaxPool2d)",
+                                  "6 (AdaptiveAvgPool2d)", "7 (Flatten)"]
+    assert ranges["input"] == pytest.approx(x.max().item(), rel=1e-5)  # MinMax: the largest value seen
+    scaled = activation_ranges(static_int8_variant(model, x, [16 * x], observer="minmax"))
+    assert scaled["input"] / ranges["input"] == pytest.approx(16, rel=1e-5)
+    assert (scaled > ranges).all()
+    with pytest.raises(ValueError, match="no per-tensor activation quantizers"):
+        activation_ranges(torch.fx.symbolic_trace(model))
+
+
+def test_minmax_ranges_are_the_largest_values_seen_and_histogram_ranges_never_exceed_them():
+    torch.manual_seed(0)
+    model = folded_student((4, 8), (pixel_images(64), torch.arange(64) % 10), steps=5)
+    x = pixel_images(64, seed=1)
+    histogram = activation_ranges(static_int8_variant(model, x, [x]))
+    minmax = activation_ranges(static_int8_variant(model, x, [x], observer="minmax"))
+    with torch.no_grad():
+        assert minmax["1 (ReLU)"] == pytest.approx(model[:2](x).max().item(), rel=1e-5)
+    assert (histogram <= minmax * (1 + 1e-6)).all()
+
+
+def test_paired_table_compares_every_model_with_the_reference():
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    predictions = {"fp32": torch.tensor([0, 1, 2, 3, 4, 0]), "int8": torch.tensor([0, 1, 9, 9, 4, 5])}
+    table = paired_table(predictions, labels, reference="fp32")
+    assert table.loc["fp32", "test accuracy"] == pytest.approx(5 / 6) and table.loc["fp32", "McNemar p"] == 1.0
+    assert table.loc["fp32", ["predictions changed", "only the reference right", "only the candidate right"]].sum() == 0
+    expected = paired_prediction_change(predictions["fp32"], predictions["int8"], labels)
+    assert table.loc["int8"].drop(["test accuracy", "change (points)"]).to_dict() == pytest.approx(expected)
+    assert table.loc["int8", "test accuracy"] == pytest.approx(4 / 6)
+    assert table["change (points)"].tolist() == pytest.approx([0.0, 100 * (4 / 6 - 5 / 6)])
+    assert table["only the reference right"].dtype.kind == "i"
+    with pytest.raises(ValueError, match=r"reference must be one of the models \['fp32', 'int8'\], got 'bf16'"):
+        paired_table(predictions, labels, reference="bf16")
+
+
+def smallest_significant_gap(discordant: int, alpha: float) -> int | None:
+    """Brute force: the smallest |b - c| over the splits b + c = discordant whose McNemar p is below alpha."""
+    if discordant == 0:
+        return None  # paired_prediction_change needs at least one image
+    labels, gaps = torch.zeros(discordant, dtype=torch.long), []
+    for b in range(discordant + 1):  # b images only the reference gets right, the others only the candidate
+        reference = torch.cat([torch.zeros(b), torch.ones(discordant - b)]).long()
+        if paired_prediction_change(reference, 1 - reference, labels)["McNemar p"] < alpha:
+            gaps.append(abs(2 * b - discordant))
+    return min(gaps, default=None)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_detectable_difference_agrees_with_paired_prediction_change(alpha):
+    for discordant in range(40):
+        gap = smallest_significant_gap(discordant, alpha)
+        found = detectable_difference(discordant, 450, alpha=alpha)
+        assert found == (None if gap is None else pytest.approx(gap / 450)), discordant
+
+
+def test_detectable_difference_known_values_and_argument_checks():
+    assert detectable_difference(5) is None  # even 5 against 0 gives p = 0.0625
+    assert detectable_difference(6) * 450 == pytest.approx(6)  # 6 against 0: p = 0.031
+    assert detectable_difference(20) * 450 == pytest.approx(10)  # 15 against 5: p = 0.041
+    assert math.isclose(detectable_difference(20, 1000) * 1000, 10)  # the same images, a larger test set
+    with pytest.raises(ValueError, match=r"discordant must be at most n_images \(10\), got 11"):
+        detectable_difference(11, 10)
+    with pytest.raises(ValueError, match="discordant must be an int >= 0, got -1"):
+        detectable_difference(-1)
+    with pytest.raises(TypeError, match="discordant must be an int"):
+        detectable_difference(2.0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        detectable_difference(10, alpha=0)
+
+
+WIDTH, LAYERS = 256, 2
+
+
+@pytest.fixture(scope="module")
+def stack() -> nn.Sequential:
+    """Two 256-wide bf16 layers, seed 0."""
+    return linear_stack(WIDTH, LAYERS)
+
+
+def test_linear_stack_is_bias_free_bf16_reproducible_and_in_eval_mode(stack):
+    assert [tuple(layer.weight.shape) for layer in stack] == [(WIDTH, WIDTH)] * LAYERS
+    assert all(layer.bias is None and layer.weight.dtype == torch.bfloat16 for layer in stack)
+    assert not stack.training
+    assert torch.equal(stack[1].weight, linear_stack(WIDTH, LAYERS)[1].weight)
+    assert not torch.equal(stack[0].weight, linear_stack(WIDTH, LAYERS, seed=1)[0].weight)
+    assert not torch.equal(stack[0].weight, stack[1].weight)
+    assert 0.8 < stack[0].weight.float().std().item() * WIDTH**0.5 < 1.2
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"width": 200}, ValueError, "multiple of 128"),
+    ({"width": 64}, ValueError, "width must be an int >= 128"),
+    ({"width": True}, TypeError, "width must be an int"),
+    ({"width": 256, "layers": 0}, ValueError, "layers must be an int >= 1"),
+    ({"width": 256, "seed": -1}, ValueError, "seed must be an int >= 0"),
+])
+def test_linear_stack_checks_its_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        linear_stack(**kwargs)
+
+
+def test_quantization_config_picks_each_device_s_layout_and_leaves_inductor_alone():
+    assert quantization_config(BASELINE, "cpu") is None
+    assert isinstance(quantization_config("int4 weight-only", "cpu"), PrototypeInt4WeightOnlyConfig)
+    gpu_int4 = quantization_config("int4 weight-only", "cuda")
+    assert isinstance(gpu_int4, Int4WeightOnlyConfig) and gpu_int4.int4_packing_format == "tile_packed_to_4d"
+    assert isinstance(quantization_config("int8 weight-only", "cpu"), Int8WeightOnlyConfig)
+    configs = [quantization_config(variant, "cuda") for variant in VARIANTS[1:]]
+    assert all(config.set_inductor_config is False for config in configs)
+    assert quantization_config("int4 weight-only", "cpu").group_size == 128
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("int3 weight-only", "cpu"), "variant must be one of 'bf16'"),
+    ((BASELINE, "mps"), "device_type must be one of 'cpu', 'cuda'"),
+])
+def test_quantization_config_lists_what_is_allowed(args, message):
+    with pytest.raises(ValueError, match=message):
+        quantization_config(*args)
+
+
+def test_quantized_copies_store_int8_and_packed_int4_and_leave_the_stack_alone(stack):
+    before = stack[0].weight.clone()
+    int8, int4 = quantized_copy(stack, "int8 weight-only"), quantized_copy(stack, "int4 weight-only")
+    assert isinstance(int8[0].weight, Int8Tensor) and int8[0].weight.qdata.dtype == torch.int8
+    assert int8[0].weight.scale.dtype == torch.float32
+    assert isinstance(int4[1].weight, Int4OpaqueTensor) and int4[1].weight.qdata.dtype == torch.uint8
+    assert tuple(int4[1].weight.qdata.shape) == (WIDTH, WIDTH // 2)  # two 4-bit weights per byte
+    assert int4[1].weight.scale_and_zero.dtype == torch.bfloat16
+    assert torch.equal(stack[0].weight, before) and type(stack[0].weight) is nn.Parameter
+    x = torch.randn(3, WIDTH, dtype=torch.bfloat16)
+    with torch.no_grad():
+        reference = stack(x).float()
+        for copy in (int8, int4):
+            out = copy(x)
+            assert out.shape == (3, WIDTH) and out.dtype == torch.bfloat16
+            assert (out.float() - reference).norm() / reference.norm() < 0.2
+    with pytest.raises(ValueError, match="variant must be one of 'int8 weight-only'"):
+        quantized_copy(stack, BASELINE)
+    with pytest.raises(TypeError, match="stack must be a Sequential"):
+        quantized_copy(stack[0], "int8 weight-only")
+
+
+def test_weight_bytes_counts_what_each_variant_stores(stack):
+    per_layer = {
+        BASELINE: 2 * WIDTH * WIDTH,
+        "int8 weight-only": WIDTH * WIDTH + 4 * WIDTH + WIDTH,  # int8 data, float32 scale and int8 zero point per row
+        "int4 weight-only": WIDTH * WIDTH // 2 + 2 * 2 * WIDTH * (WIDTH // 128),  # bf16 scale and zero per group
+    }
+    assert weight_bytes(stack) == LAYERS * per_layer[BASELINE]
+    for variant in ("int8 weight-only", "int4 weight-only"):
+        assert weight_bytes(quantized_copy(stack, variant)) == LAYERS * per_layer[variant]
+
+
+def test_weight_bytes_and_frozen_per_batch_check_their_arguments():
+    with pytest.raises(TypeError, match="model must be a Module"):
+        weight_bytes(torch.zeros(3))
+    with pytest.raises(ValueError, match="examples must map at least one batch size"):
+        frozen_per_batch(linear_stack(WIDTH, 1), {})
+
+
+def test_stored_tensors_opens_a_torchao_tensor_and_returns_a_plain_one_as_it_is(stack):
+    plain = stack[0].weight
+    assert stored_tensors(plain) == [plain]
+    inner = stored_tensors(quantized_copy(stack, "int8 weight-only")[0].weight)
+    assert [t.dtype for t in inner] == [torch.int8, torch.float32, torch.int8]
+
+
+def test_matmul_operators_names_the_kernel_each_call_ran(stack):
+    x = torch.randn(1, WIDTH, dtype=torch.bfloat16)
+    int4 = quantized_copy(stack, "int4 weight-only")
+    with torch.no_grad():
+        found = matmul_operators({"bf16": lambda: stack(x), "int4": lambda: int4(x), "none": lambda: x + 1})
+    assert "aten::mm" in found["bf16"] and "aten::_weight_int4pack_mm_for_cpu" not in found["bf16"]
+    assert found["int4"] == ("aten::_weight_int4pack_mm_for_cpu",)
+    assert found["none"] == ()
+    with pytest.raises(TypeError, match=r"calls\['bf16'\] must be callable"):
+        matmul_operators({"bf16": 3})
+
+
+def test_unavailable_reason_on_a_cpu_names_the_missing_feature():
+    assert unavailable_reason(BASELINE, "cpu") is None
+    assert unavailable_reason("int4 weight-only", torch.device("cpu")) is None
+    assert unavailable_reason(FLOAT8, "cpu").startswith("this device lacks the feature")
+    with pytest.raises(ValueError, match="device type must be one of 'cpu', 'cuda'"):
+        unavailable_reason(BASELINE, "meta")
+
+
+def test_unavailable_reason_on_a_gpu_tells_a_missing_package_from_a_missing_feature(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object())
+    assert unavailable_reason("int4 weight-only", "cuda") is None
+    assert unavailable_reason(FLOAT8, "cuda") == ("this GPU lacks the feature: NVIDIA A100 has compute capability "
+                                                  "8.0; float8 matrix multiplies need compute capability 8.9 "
+                                                  "(Ada, Hopper)")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert "the tinygemm int4 kernel needs compute capability 8.0" in unavailable_reason("int4 weight-only", "cuda")
+    assert unavailable_reason("int8 weight-only", "cuda") is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert unavailable_reason(BASELINE, "cuda").startswith("a package is missing: triton")
+
+
+def test_fast_path_is_per_variant_on_a_cpu_and_compiled_on_a_gpu():
+    assert fast_path(BASELINE, "cpu") == "compiled, frozen"
+    assert fast_path("int4 weight-only", "cpu") == "eager"
+    assert {fast_path(variant, "cuda") for variant in VARIANTS} == {"compiled, CUDA graph"}
+    with pytest.raises(ValueError, match="this device lacks the feature"):
+        fast_path(FLOAT8, "cpu")
+
+
+def test_frozen_per_batch_packs_each_batch_and_discards_the_eager_weights():
+    model = linear_stack(WIDTH, 1)
+    examples = {1: torch.randn(1, WIDTH, dtype=torch.bfloat16), 4: torch.randn(4, WIDTH, dtype=torch.bfloat16)}
+    with torch.no_grad():
+        expected = {batch: model(x) for batch, x in examples.items()}
+        compiled = frozen_per_batch(model, examples)
+        for batch, x in examples.items():
+            torch.testing.assert_close(compiled[batch](x), expected[batch], rtol=0.02, atol=0.02)
+        with pytest.raises(RuntimeError, match="Trying to run Pytorch Eager Module after Dynamo Freezing"):
+            model(examples[1])
+
+
+def test_one_tiny_measurement_end_to_end(monkeypatch):
+    """bf16 (frozen) and int4 (eager) time; float8 and a config that needs the missing mslk package say why not."""
+    def int8_needing_mslk(variant: str, device_type: str):
+        if variant == "int8 weight-only":  # torchao's default int4 layout: its kernels come from the mslk package
+            return Int4WeightOnlyConfig(set_inductor_config=False)
+        return quantization_config(variant, device_type)
+
+    monkeypatch.setattr("helpers.ch06_compression.weight_only.quantization_config", int8_needing_mslk)
+    results = measure_weight_only({128: (1, 2)}, layers=1, variants=(*WEIGHT_ONLY, FLOAT8), rounds=3,
+                                  min_run_time=0.01)
+    result = results[128]
+    assert isinstance(result, WidthResult) and list(results) == [128]
+    assert set(result.timings) == {(batch, variant) for batch in (1, 2) for variant in (BASELINE, "int4 weight-only")}
+    assert all(len(t.round_medians_s) == 3 for t in result.timings.values())
+    assert result.unavailable["int8 weight-only"] == "a package is missing: Requires mslk >= 1.0.0"
+    assert result.unavailable[FLOAT8].startswith("this device lacks the feature")
+    assert result.weight_bytes == {BASELINE: 2 * 128 * 128, "int4 weight-only": 128 * 64 + 2 * 2 * 128}
+    assert result.operators[1, "int4 weight-only"] == ("aten::_weight_int4pack_mm_for_cpu",)
+    assert result.operators[2, BASELINE] == ("mkldnn::_linear_pointwise",)
+    assert result.ratio(2, "int4 weight-only").rounds == 3
+    table = weight_only_table(results)
+    assert len(table) == 2 * 4
+    assert table.loc[(128, 1, BASELINE), "speedup"] == 1.0
+    assert table.loc[(128, 1, "int4 weight-only"), "path"] == "eager"
+    assert table.loc[(128, 2, FLOAT8), "why not"].startswith("this device lacks the feature")
+    with pytest.raises(ValueError, match="no timing for batch 64"):
+        result.ratio(64, "int4 weight-only")
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"variants": ("int8 weight-only",)}, ValueError, "variants must include the baseline 'bf16'"),
+    ({"variants": (BASELINE, "int2")}, ValueError, "variant must be one of"),
+    ({"batches": ()}, ValueError, "batches must name at least one batch size"),
+    ({"batches": (0,)}, ValueError, "batch must be an int >= 1"),
+    ({"rounds": 2}, ValueError, "rounds must be an int >= 3"),
+    ({"min_run_time": 0}, ValueError, "min_run_time must be > 0"),
+    ({"num_threads": 0}, ValueError, "num_threads must be an int >= 1"),
+    ({"width": 200}, ValueError, "multiple of 128"),
+])
+def test_measure_width_checks_its_arguments_before_any_work(kwargs, error, message):
+    arguments = {"width": 128, "batches": (1,)} | kwargs
+    width, batches = arguments.pop("width"), arguments.pop("batches")
+    with pytest.raises(error, match=message):
+        measure_width(width, batches, **arguments)
+
+
+def test_measure_weight_only_needs_widths_with_batch_sizes():
+    with pytest.raises(ValueError, match="batches_by_width must map each width"):
+        measure_weight_only({})
+    with pytest.raises(ValueError, match="batches_by_width must map each width"):
+        measure_weight_only([(1024, (1,))])
+
+
+def test_gpu_weight_only_says_clearly_that_it_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(ValueError, match="gpu_weight_only needs a CUDA GPU"):
+        gpu_weight_only()
+
+
+def test_per_tensor_rounding_hurts_a_tensor_whose_filters_differ_in_scale_and_the_exercise_names_the_worst():
+    even = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    uneven = even * torch.logspace(-2, 0, 8).reshape(8, 1, 1, 1)  # filters a hundred times apart in magnitude
+    assert symmetric_int8_error(even, (1, 4, 3, 3)) < symmetric_int8_error(even, tuple(even.shape))
+    assert per_tensor_penalty(uneven) > 2 * per_tensor_penalty(even)
+    with pytest.raises(ValueError, match="one entry per dimension"):
+        symmetric_int8_error(even, (1, 4))
+    assert check_granularity_prediction("E1", "conv 2", {"conv 1": even, "conv 2": uneven}).passed
+    assert not check_granularity_prediction("E1", "conv 1", {"conv 1": even, "conv 2": uneven}).passed
+    assert not check_granularity_prediction("E1", ..., {"conv 1": even}).passed
+    with pytest.raises(ValueError, match="at least one layer"):
+        check_granularity_prediction("E1", "conv 1", {})
+
+
+def test_static_int8_takes_a_configured_quantizer_and_refuses_anything_else():
+    model, x = tiny_cnn().eval(), images(8)
+    custom = static_int8(model, x, [x], quantizer=x86_quantizer(reduce_range=True))
+    assert isinstance(custom, torch.fx.GraphModule)
+    with pytest.raises(TypeError, match="quantizer must be"):
+        static_int8(model, x, [x], quantizer="x86")
+
+
+def test_switching_an_exported_graph_without_batch_norm_keeps_earlier_compiled_models_compiled():
+    x = images(4)
+    compiled, _ = compile_for_inference(tiny_cnn().eval(), x)
+    folded = prepare_qat(fold_batch_norm(tiny_cnn()), x)  # no batch norm left: only the flag switches
+    folded.train()
+    assert folded.training
+    folded.eval()
+    assert not folded.training
+    compiled(x)  # would raise (fail_on_recompile) had the switch reset torch.compile's caches
+    with_bn = torch.export.export(tiny_cnn().train(), (x,)).module()
+    assert allow_train_eval(with_bn).train.__func__.__name__ == "_train"  # torchao's switch rewrites batch norm
+
+
+def test_last_level_cache_is_a_positive_size_or_unknown():
+    size = last_level_cache_mib()
+    assert size is None or size > 0

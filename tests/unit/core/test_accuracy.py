@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
-from helpers.core.accuracy import compare_folds, fold_table, paired_prediction_change, wilson_interval
+from helpers.core.accuracy import (
+    compare_folds, fold_table, paired_difference, paired_prediction_change, wilson_interval,
+)
 
 
 def test_fold_table_and_compare_folds_report_mean_spread_and_consistency():
@@ -43,3 +45,21 @@ def test_paired_prediction_change_counts_each_direction_and_gives_mcnemar_p():
     assert paired_prediction_change(reference, reference, truth)["McNemar p"] == 1.0
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_prediction_change(reference, candidate[:3], truth)
+
+
+def test_paired_difference_gives_the_t_interval_and_the_exact_sign_test():
+    difference = paired_difference([0.90, 0.91, 0.92, 0.93], [0.92, 0.92, 0.95, 0.94])  # +2, +1, +3, +1 points
+    assert difference.mean == pytest.approx(1.75)
+    half = 3.182446305284263 * 0.9574271077563381 / 2  # t(0.975, 3) x sd / sqrt(4)
+    assert (difference.low, difference.high) == pytest.approx((1.75 - half, 1.75 + half))
+    assert difference.sign_test_p == pytest.approx(2 / 16) and difference.verdict == "higher"
+    mixed = paired_difference([0.90, 0.91, 0.92], [0.91, 0.90, 0.92])
+    assert mixed.verdict == "no measurable difference" and mixed.sign_test_p == 1.0
+    assert "sign test p = 0.125" in str(difference)
+
+
+def test_paired_difference_rejects_unpaired_or_too_few_values():
+    with pytest.raises(ValueError, match="at least 3"):
+        paired_difference([0.9, 0.8], [0.9, 0.8])
+    with pytest.raises(ValueError, match="between 0.0 and 1.0|<= 1.0|at most"):
+        paired_difference([0.9, 0.8, 1.5], [0.9, 0.8, 0.7])

@@ -98,7 +98,7 @@ def test_an_entry_from_a_claim_keeps_its_verdict_and_a_combination_says_so():
     assert judged.verdict == "inconclusive" and judged.gain == "inconclusive" and judged.combination
     assert judged.speedup == 1.08 and judged.speedup_interval == (0.97, 1.16)
     assert ledger_table([judged]).loc[(2, "folding"), "verdict"] == "inconclusive"
-    with pytest.raises(ValueError, match="pass ratio or claim"):
+    with pytest.raises(ValueError, match="at most one of ratio, claim"):
         make_entry(2, "x", metric="m", unit="u", baseline=1.0, optimized=1.0, higher_is_better=False, hardware="h",
                    claim=claim, ratio=claim.ratio)
 
@@ -122,3 +122,17 @@ def test_bad_entries_are_rejected(tmp_path):
         record_chapter(2, [entry(1)], path=tmp_path / "l.json")
     with pytest.raises(ValueError, match="entry names must be unique"):
         record_chapter(1, [entry(1), entry(1)], path=tmp_path / "l.json")
+
+
+def test_an_accuracy_difference_keeps_its_interval_and_reads_an_interval_through_zero_as_inconclusive():
+    from helpers.core.accuracy import paired_difference
+
+    common = dict(metric="accuracy", unit="%", baseline=90.0, optimized=91.0, higher_is_better=True, hardware="cpu",
+                  compared_with="pseudo-labels")
+    unclear = make_entry(6, "kd", difference=paired_difference([0.9, 0.91, 0.92], [0.91, 0.90, 0.93]), **common)
+    assert unclear.gain == "inconclusive" and unclear.kind.startswith("accuracy difference over 3 paired seeds")
+    clear = make_entry(6, "kd", difference=paired_difference([0.9, 0.91, 0.92], [0.92, 0.93, 0.94]), **common)
+    assert clear.gain == "gain" and clear.extras["difference_points"][0] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="at most one"):
+        make_entry(6, "kd", difference=paired_difference([0.9, 0.91, 0.92], [0.9, 0.9, 0.9]),
+                   ratio=Ratio(1.0, 0.9, 1.1, 5), **common)
