@@ -139,7 +139,8 @@ print(f"teacher: {count_parameters(teacher):,} parameters, trained on {len(split
 # ## 2. Knowledge distillation
 # ### 2.1 The loss, and four ways to get it wrong
 # A trained classifier knows more than its top answer: the probabilities it gives the *wrong* classes
-# say which digits look alike (a 7 resembles a 1 more than a 0). Hinton et al. (2015) train the
+# say which digits look alike (a 7 resembles a 1 more than a 0). Hinton, Vinyals and Dean
+# ("Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531) train the
 # student to match the teacher's whole distribution, softened by a temperature $T$ so that the small
 # probabilities matter: $p_i = \mathrm{softmax}(z_i / T)$. The loss is the KL divergence between the
 # softened teacher and student distributions, multiplied by $T^2$, usually mixed with cross-entropy on
@@ -192,7 +193,9 @@ print(f"'mean' / 'batchmean' = {(mean_kl / batchmean_kl).item():.4f} (1 / number
 # **Why log-probabilities and `log_target=True`.** A confident teacher gives some classes a
 # probability that underflows to exactly 0 in float32. The textbook formula
 # $\sum p \,(\log p - \log q)$ written by hand then computes $0 \cdot (-\infty)$, which is NaN, and
-# one NaN ruins the whole batch's gradient. `F.kl_div` with probabilities as the target
+# one NaN ruins the whole batch's gradient. (PyTorch's own distillation tutorial has used exactly this
+# hand-written form, `soft_targets * (soft_targets.log() - soft_prob)`, in some of its versions.)
+# `F.kl_div` with probabilities as the target
 # (`log_target=False`) avoids the NaN (it treats $0 \log 0$ as 0), and here gives the same loss: a
 # class with probability $e^{-110}$ contributes nothing measurable. `log_softmax` computes the
 # log-probabilities stably, and `log_target=True` lets `kl_div` use them directly, without a
@@ -365,8 +368,8 @@ print({"higher": "At the best T and alpha found on validation, the soft targets 
 # this one. The verdicts also depend on this teacher: its pseudo-labels are nearly all right (the
 # accuracy printed with the arms), so pseudo-labels are almost the true labels; a weaker teacher,
 # whose top class errs more often, is where its soft targets have more to add (train the teacher for
-# fewer epochs in section 1 to try it). Distillation can also match intermediate features, not only the outputs (FitNets:
-# Romero et al., ICLR 2015), which this chapter does not cover.
+# fewer epochs in section 1 to try it). Distillation can also match intermediate features, not
+# only the outputs (FitNets: Romero et al., ICLR 2015), which this chapter does not cover.
 #
 # ### 2.3 Explore: temperature and alpha
 # The widget trains one student (seed 0, 200 steps, a second or two) with your temperature $T$ and
@@ -871,8 +874,8 @@ plot_stages(cnn_table.rename(columns={"median_ms": "latency (ms)"}),
 # freezing) in alternating rounds: size, latency, accuracy and the largest logit difference. A new
 # precision compiles once (a few seconds), then is reused. `int8 dynamic` quantizes only the final
 # Linear layer of this CNN (dynamic quantization does not cover convolutions), so it shows what
-# choosing the wrong variant for a model costs. The table above already holds bf16 and static int8 from the same rounds; the widget re-measures
-# the one you pick.
+# choosing the wrong variant for a model costs. The table above already holds bf16 and static int8
+# from the same rounds; the widget re-measures the one you pick.
 
 # %%
 PRECISIONS = ["bf16", "int8 static", DYNAMIC_INT8]
@@ -1060,10 +1063,11 @@ run_quoted_mistake("quantize_dynamic(model, ...) with model undefined",
 #   flow's `quantize_dynamic`, which needs neither; the wrapper is never used, and `quantize_dynamic`
 #   runs on a `model` the snippet never defines.
 # - "int8 reduces model size and inference time" is stated unconditionally. The size holds (3 to
-#   4x, once the unused fp32 weights are dropped); the time is conditional: weight-only int8 cannot
-#   speed up compute-bound layers, static int8 needs int8 kernels on the CPU and the freezing passes,
-#   and dynamic int8 at batch 1 pays its fixed costs on every call. The verdicts of section 3 say
-#   which of these paid on this machine.
+#   4x, once the unused fp32 weights are dropped); the time is conditional: weight-only int8 pays
+#   only where reading weights dominates (small batch) and loses on compute-bound layers, static
+#   int8 needs int8 kernels on the CPU and the freezing passes, and dynamic int8 quantizes the
+#   activations on every call and must beat the float arithmetic of the CPU at hand (bf16, where
+#   it is native). The verdicts of section 3 say which of these paid on this machine.
 #
 # The corrected, current code is sections 3.2 and 3.3: `torchao.quantization.quantize_` for
 # Linear-heavy models, PT2E with `X86InductorQuantizer` and `torch.compile` with freezing for CNNs.

@@ -67,8 +67,8 @@ TOURS = [
         WidgetTour("parameters_m=widgets.FloatLogSlider", "slider", ("250", "1", "25"), "efficiency"),
     )),
     ChapterTour("ch06_compression.ipynb", (
-        WidgetTour("temperature=widgets.FloatSlider", "slider", ("1", "10", "2"), "student accuracy"),
-        WidgetTour("precision=widgets.ToggleButtons", "buttons", ("int8 static", "bf16", "fp32"),
+        WidgetTour("temperature=widgets.FloatSlider", "slider", ("2", "10", "1"), "validation accuracy"),
+        WidgetTour("precision=widgets.ToggleButtons", "buttons", ("int8 static", "int8 dynamic", "bf16"),
                    "largest logit difference"),
     )),
     ChapterTour("ch07_tools.ipynb", (
