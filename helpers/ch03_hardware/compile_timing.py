@@ -44,10 +44,14 @@ def forget_compiled_code() -> None:
 
 
 def guard_on_module_identity() -> contextlib.AbstractContextManager:
-    """On torch without isolate_recompiles: compile graphs that only this module object can reuse."""
+    """On torch without isolate_recompiles: compile graphs that only this module object can reuse.
+
+    There every nn.Sequential's graphs hang off one shared forward, so the recompile limit (8 graphs per
+    function by default) is raised too: past it, torch.compile would silently run the model eagerly.
+    """
     if ISOLATED:
         return contextlib.nullcontext()
-    return torch._dynamo.config.patch(inline_inbuilt_nn_modules=False)
+    return torch._dynamo.config.patch(inline_inbuilt_nn_modules=False, recompile_limit=1024)
 
 
 def graphs_compiled() -> int:

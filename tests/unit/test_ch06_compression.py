@@ -512,8 +512,7 @@ def test_activation_ranges_follow_the_calibration_data():
     scaled = activation_ranges(static_int8_variant(model, x, [16 * x], observer="minmax"))
     assert scaled["input"] / ranges["input"] == pytest.approx(16, rel=1e-5)
     assert (scaled > ranges).all()
-    with pytest.raises(ValueError, match="no per-tensor activation quantizers"):
-        activation_ranges(torch.fx.symbolic_trace(model))
+    assert activation_ranges(torch.fx.symbolic_trace(model)).empty  # nothing quantized: nothing to report
 
 
 def test_minmax_ranges_are_the_largest_values_seen_and_histogram_ranges_never_exceed_them():
