@@ -3,6 +3,7 @@ on one test set can detect."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -71,6 +72,46 @@ def static_int8_variant(model: nn.Module, example: torch.Tensor, calibration: It
     with warnings.catch_warnings():  # a pooling layer after an fp32 layer stays fp32, and torchao says so each time
         warnings.filterwarnings("ignore", message="The input of .* is not quantized", category=UserWarning)
         return static_int8(model, example, calibration, quantizer=quantizer)
+
+
+def _conv_pair(model: nn.Module, first: str, second: str) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """model's Conv2d modules first and second, checked to be joined by first's output channels."""
+    modules = dict(model.named_modules())
+    for name in (first, second):
+        if not isinstance(modules.get(name), nn.Conv2d):
+            raise ValueError(f"{name!r} must name a Conv2d of model, one of {quantizable_layers(model)}")
+    conv1, conv2 = modules[first], modules[second]
+    if conv2.groups != 1 or conv1.out_channels != conv2.in_channels or conv1.bias is None:
+        raise ValueError(f"layer {second!r} must read all {conv1.out_channels} output channels of layer {first!r} "
+                         f"(groups=1), and {first!r} must have a bias (fold batch norm first)")
+    return conv1, conv2
+
+
+def rescale_channels(model: nn.Module, first: str, second: str, scales: torch.Tensor) -> nn.Module:
+    """A copy of model with output channel i of conv `first` multiplied by scales[i] and the matching input
+    channel of conv `second` divided by it: the same function when only ReLU or max-pooling (unchanged by a
+    positive factor) lies between them."""
+    conv1, conv2 = _conv_pair(model, first, second)
+    require_instance("scales", scales, torch.Tensor)
+    if scales.shape != (conv1.out_channels,) or not bool((scales > 0).all()):
+        raise ValueError(f"scales must hold {conv1.out_channels} positive factors, one per channel, "
+                         f"got shape {tuple(scales.shape)}")
+    rescaled = copy.deepcopy(model)
+    conv1, conv2 = _conv_pair(rescaled, first, second)
+    with torch.no_grad():
+        conv1.weight.mul_(scales.view(-1, 1, 1, 1))
+        conv1.bias.mul_(scales)
+        conv2.weight.div_(scales.view(1, -1, 1, 1))
+    return rescaled
+
+
+def equalization_scales(model: nn.Module, first: str, second: str) -> torch.Tensor:
+    """Cross-layer equalization (Nagel et al., 2019): per-channel factors for rescale_channels that give
+    channel i the same weight range in both convolutions, sqrt(range in second / range in first)."""
+    conv1, conv2 = _conv_pair(model, first, second)
+    range1 = conv1.weight.detach().abs().amax(dim=(1, 2, 3))
+    range2 = conv2.weight.detach().abs().amax(dim=(0, 2, 3))
+    return torch.sqrt(range2 / range1)
 
 
 def activation_ranges(converted: torch.fx.GraphModule) -> pd.Series:

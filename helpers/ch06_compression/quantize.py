@@ -27,15 +27,33 @@ from torchao.utils import should_reduce_range  # noqa: E402
 from helpers.core.validate import require_instance, require_int  # noqa: E402
 
 
-def symmetric_int8_error(values: torch.Tensor, block_size: tuple[int, ...]) -> float:
-    """Mean |x - dequantize(quantize(x))| relative to mean |x|, symmetric int8, one scale per block (torchao)."""
+def symmetric_int8_round_trip(values: torch.Tensor, block_size: tuple[int, ...]) -> torch.Tensor:
+    """dequantize(quantize(values)) in symmetric int8 with one scale per block (torchao's primitives)."""
     require_instance("values", values, torch.Tensor)
     if len(block_size) != values.dim():
         raise ValueError(f"block_size needs one entry per dimension of values ({values.dim()}), got {block_size}")
     scale, zero_point = choose_qparams_affine(values, MappingType.SYMMETRIC, block_size, torch.int8)
     quantized = quantize_affine(values, block_size, scale, zero_point, torch.int8)
-    error = dequantize_affine(quantized, block_size, scale, zero_point, torch.int8) - values
+    return dequantize_affine(quantized, block_size, scale, zero_point, torch.int8)
+
+
+def symmetric_int8_error(values: torch.Tensor, block_size: tuple[int, ...]) -> float:
+    """Mean |x - dequantize(quantize(x))| relative to mean |x|, symmetric int8, one scale per block (torchao)."""
+    error = symmetric_int8_round_trip(values, block_size) - values
     return (error.abs().mean() / values.abs().mean()).item()
+
+
+def with_int8_weights(model: nn.Module, *, per_channel: bool) -> nn.Module:
+    """A copy of model whose Conv2d and Linear weights went through symmetric int8 and back, one scale per output
+    channel or one per tensor; everything else, activations included, stays fp32: weight rounding alone."""
+    require_instance("model", model, nn.Module)
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in rounded.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                shape = tuple(layer.weight.shape)
+                layer.weight.copy_(symmetric_int8_round_trip(layer.weight, (1, *shape[1:]) if per_channel else shape))
+    return rounded
 
 
 def per_tensor_penalty(weights: torch.Tensor) -> float:
@@ -49,6 +67,25 @@ def x86_quantizer(*, reduce_range: bool = False, is_qat: bool = False) -> X86Ind
     return X86InductorQuantizer().set_global(config)
 
 
+def export_for_pt2e(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """model exported by torch.export for a PT2E quantizer, each operation labelled with the module it came from.
+
+    The x86 quantizer finds convolutions and linear layers by the `source_fn_stack` label, which torch.export's
+    default (non-strict) tracing leaves out. torch 2.14 falls back to the module stack; torch 2.11 (Colab's)
+    does not and quantizes nothing, silently. So each unlabelled operation gets the label of the innermost module
+    in its `nn_module_stack` here.
+    """
+    require_instance("model", model, nn.Module)
+    require_instance("example", example, torch.Tensor)
+    exported = torch.export.export(model, (example,)).module()
+    for node in exported.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op == "call_function" and stack and "source_fn_stack" not in node.meta:
+            path = list(stack.values())[-1][0]
+            node.meta["source_fn_stack"] = [(path, type(model.get_submodule(path)))]
+    return exported
+
+
 def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
                 reduce_range: bool = False, quantizer: X86InductorQuantizer | None = None) -> torch.fx.GraphModule:
     """Post-training static int8 (PT2E): export, insert observers, calibrate on real batches, convert.
@@ -59,12 +96,16 @@ def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[t
     if quantizer is None:
         quantizer = x86_quantizer(reduce_range=reduce_range)
     require_instance("quantizer", quantizer, X86InductorQuantizer)
-    exported = torch.export.export(model.eval(), (example,)).module()
-    prepared = prepare_pt2e(exported, quantizer)
+    prepared = prepare_pt2e(export_for_pt2e(model.eval(), example), quantizer)
     with torch.no_grad():
         for images in calibration:
             prepared(images)
-    return drop_unused_parameters(convert_pt2e(prepared))
+    converted = convert_pt2e(prepared)
+    if not any(node.target == torch.ops.quantized_decomposed.quantize_per_tensor.default
+               for node in converted.graph.nodes):
+        raise RuntimeError("PT2E quantized no operation of this model: the quantizer found no Conv2d or Linear it "
+                           "supports, or every one was kept in fp32")
+    return drop_unused_parameters(converted)
 
 
 def prepare_qat(model: nn.Module, example: torch.Tensor, *, reduce_range: bool = False) -> torch.fx.GraphModule:
@@ -73,8 +114,8 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, *, reduce_range: bool =
     The export fixes the batch size: train it on batches of exactly example's size.
     """
     require_instance("model", model, nn.Module)
-    exported = torch.export.export(model.train(), (example,)).module()
-    prepared = prepare_qat_pt2e(exported, x86_quantizer(is_qat=True, reduce_range=reduce_range))
+    quantizer = x86_quantizer(is_qat=True, reduce_range=reduce_range)
+    prepared = prepare_qat_pt2e(export_for_pt2e(model.train(), example), quantizer)
     allow_train_eval(prepared)  # so that ordinary training loops may call .train() and .eval()
     return prepared
 

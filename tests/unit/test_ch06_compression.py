@@ -22,8 +22,8 @@ from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
 from helpers.ch03_hardware.compile_timing import compile_for_inference
 from helpers.ch06_compression.calibration import (
-    OBSERVERS, activation_ranges, detectable_difference, folded_student, int8_config, paired_table,
-    quantizable_layers, static_int8_variant,
+    OBSERVERS, activation_ranges, detectable_difference, equalization_scales, folded_student, int8_config,
+    paired_table, quantizable_layers, rescale_channels, static_int8_variant,
 )
 from helpers.ch06_compression.distill import (
     TARGETS, soft_target_loss, split_for_distillation, teacher_logits, train_student,
@@ -31,9 +31,9 @@ from helpers.ch06_compression.distill import (
 from helpers.ch06_compression.exercises import check_granularity_prediction, check_uint8_quantizer
 from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages
 from helpers.ch06_compression.quantize import (
-    allow_train_eval, convert_qat, drop_unused_parameters, fixed_batch_accuracy, fold_batch_norm,
+    allow_train_eval, convert_qat, drop_unused_parameters, export_for_pt2e, fixed_batch_accuracy, fold_batch_norm,
     int8_reduce_range_needed, per_tensor_penalty, predict_in_fixed_batches, prepare_qat, static_int8,
-    symmetric_int8_error, x86_quantizer,
+    symmetric_int8_error, symmetric_int8_round_trip, with_int8_weights, x86_quantizer,
 )
 from helpers.ch06_compression.weight_only import (
     BASELINE, FLOAT8, VARIANTS, WEIGHT_ONLY, WidthResult, fast_path, frozen_per_batch, gpu_weight_only,
@@ -526,6 +526,41 @@ def test_minmax_ranges_are_the_largest_values_seen_and_histogram_ranges_never_ex
     assert (histogram <= minmax * (1 + 1e-6)).all()
 
 
+def test_rescaled_channels_compute_the_same_function_and_widen_one_activation_range():
+    model, x = tiny_folded_cnn(), pixel_images(16)
+    scales = torch.tensor([1.0, 64.0, 1.0, 1.0])
+    rescaled = rescale_channels(model, "0", "3", scales)
+    with torch.no_grad():
+        torch.testing.assert_close(rescaled(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rescaled[:2](x)[:, 1], 64 * model[:2](x)[:, 1], rtol=1e-5, atol=1e-6)
+    assert torch.equal(model[0].weight, tiny_folded_cnn()[0].weight)  # the original is untouched
+    before = activation_ranges(static_int8_variant(model, x, [x], observer="minmax"))
+    after = activation_ranges(static_int8_variant(rescaled, x, [x], observer="minmax"))
+    assert after["2 (MaxPool2d)"] > 10 * before["2 (MaxPool2d)"]
+    assert after["input"] == before["input"]
+
+
+def test_equalization_gives_each_channel_the_same_weight_range_in_both_convolutions():
+    model = rescale_channels(tiny_folded_cnn(), "0", "3", torch.tensor([1.0, 64.0, 0.1, 3.0]))
+    equalized = rescale_channels(model, "0", "3", equalization_scales(model, "0", "3"))
+    first = equalized[0].weight.abs().amax(dim=(1, 2, 3))
+    second = equalized[3].weight.abs().amax(dim=(0, 2, 3))
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(equalization_scales(equalized, "0", "3"), torch.ones(4))
+
+
+def test_rescaling_rejects_bad_layers_and_scales():
+    model = tiny_folded_cnn()
+    with pytest.raises(ValueError, match=r"'8' must name a Conv2d of model, one of \['0', '3', '8'\]"):
+        rescale_channels(model, "0", "8", torch.ones(4))
+    with pytest.raises(ValueError, match="layer '0' must read all 8 output channels of layer '3'"):
+        equalization_scales(model, "3", "0")
+    with pytest.raises(ValueError, match=r"scales must hold 4 positive factors, one per channel, got shape \(3,\)"):
+        rescale_channels(model, "0", "3", torch.ones(3))
+    with pytest.raises(ValueError, match="positive factors"):
+        rescale_channels(model, "0", "3", torch.tensor([1.0, -1.0, 1.0, 1.0]))
+
+
 def test_paired_table_compares_every_model_with_the_reference():
     labels = torch.tensor([0, 1, 2, 3, 4, 5])
     predictions = {"fp32": torch.tensor([0, 1, 2, 3, 4, 0]), "int8": torch.tensor([0, 1, 9, 9, 4, 5])}
@@ -782,6 +817,23 @@ def test_measure_weight_only_needs_widths_with_batch_sizes():
         measure_weight_only([(1024, (1,))])
 
 
+def test_int8_weights_round_every_layer_per_channel_or_per_tensor_and_leave_the_original_alone():
+    model = tiny_folded_cnn()
+    model[0].weight.data[1] *= 64  # one filter far larger than the others
+    original = model[0].weight.clone()
+    per_channel, per_tensor = with_int8_weights(model, per_channel=True), with_int8_weights(model, per_channel=False)
+    assert torch.equal(model[0].weight, original)
+    for name in ("0", "3", "8"):  # every layer rounded, each filter with its own scale
+        weight, before = per_channel.get_submodule(name).weight, model.get_submodule(name).weight
+        torch.testing.assert_close(weight, symmetric_int8_round_trip(before, (1, *before.shape[1:])))
+        assert not torch.equal(weight, before)
+    torch.testing.assert_close(per_tensor[0].weight, symmetric_int8_round_trip(original, tuple(original.shape)))
+    small_filters = [0, 2, 3]
+    channel_error = (per_channel[0].weight[small_filters] - original[small_filters]).abs().mean()
+    tensor_error = (per_tensor[0].weight[small_filters] - original[small_filters]).abs().mean()
+    assert tensor_error > 10 * channel_error
+
+
 def test_gpu_weight_only_says_clearly_that_it_needs_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
@@ -809,6 +861,26 @@ def test_static_int8_takes_a_configured_quantizer_and_refuses_anything_else():
     assert isinstance(custom, torch.fx.GraphModule)
     with pytest.raises(TypeError, match="quantizer must be"):
         static_int8(model, x, [x], quantizer="x86")
+
+
+def test_export_for_pt2e_labels_every_operation_with_its_module_so_the_quantizer_finds_the_layers():
+    model, x = tiny_cnn().eval(), images(8)
+    exported = export_for_pt2e(model, x)
+    labels = {node.meta["source_fn_stack"][-1] for node in exported.graph.nodes
+              if node.op == "call_function" and node.target == torch.ops.aten.conv2d.default}
+    assert {path for path, _ in labels} == {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert {kind for _, kind in labels} == {nn.Conv2d}
+    with pytest.raises(TypeError, match="example must be"):
+        export_for_pt2e(model, [x])
+
+
+def test_static_int8_refuses_to_return_a_model_in_which_nothing_was_quantized():
+    model, x = tiny_folded_cnn(), pixel_images(4)
+    quantizer = x86_quantizer()
+    for name in quantizable_layers(model):
+        quantizer.set_module_name_qconfig(name, None)
+    with pytest.raises(RuntimeError, match="PT2E quantized no operation of this model"):
+        static_int8(model, x, [x], quantizer=quantizer)
 
 
 def test_switching_an_exported_graph_without_batch_norm_keeps_earlier_compiled_models_compiled():
