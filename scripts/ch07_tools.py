@@ -78,15 +78,14 @@ from helpers.workload.digits import digits_tensors
 from helpers.workload.models import small_cnn
 from helpers.support.chapter import setup_chapter
 from helpers.support.ledger import ledger_table, make_entry, record_chapter
+from helpers.support.logs import quiet_profiler_logs
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
 from helpers.ch07_tools.exercises import check_fp16_tolerance, check_recorded_steps
 from helpers.ch07_tools.onnx_runtime import (
     CalibrationBatches, model_files, operator_counts, ort_predict, ort_session, reduce_range_advised,
 )
-from helpers.ch07_tools.profiling import (
-    calls_per_step, hot_operators, largest_allocations, quiet_profiler_logs, region_table, step_ms,
-)
+from helpers.ch07_tools.profiling import calls_per_step, hot_operators, largest_allocations, region_table, step_ms
 from helpers.ch07_tools.resnet import ResNet18
 from helpers.ch07_tools.tensorrt_engine import EngineRunner, build_plan, tensorrt_missing
 from helpers.ch07_tools.tensorrt_names import bindings_library, check_names, read_names, removed_names_table

@@ -74,6 +74,32 @@ def static_int8_variant(model: nn.Module, example: torch.Tensor, calibration: It
         return static_int8(model, example, calibration, quantizer=quantizer)
 
 
+def multiply_adds(model: nn.Module, example: torch.Tensor) -> pd.Series:
+    """Multiply-adds per input of each Conv2d and Linear layer of model, counted by forward hooks on example
+    (one input, in eval mode, so that batch-norm statistics do not move; model's mode is restored)."""
+    require_instance("example", example, torch.Tensor)
+    counts, hooks = {}, []
+
+    def count(name: str, layer: nn.Module, output: torch.Tensor) -> None:
+        per_output = layer.in_features if isinstance(layer, nn.Linear) else (
+            layer.in_channels // layer.groups * math.prod(layer.kernel_size))
+        counts[name] = output[0].numel() * per_output
+
+    for name, layer in model.named_modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            hooks.append(layer.register_forward_hook(
+                lambda layer, inputs, output, name=name: count(name, layer, output)))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return pd.Series(counts, name="multiply-adds per input", dtype="int64")
+
+
 def _conv_pair(model: nn.Module, first: str, second: str) -> tuple[nn.Conv2d, nn.Conv2d]:
     """model's Conv2d modules first and second, checked to be joined by first's output channels."""
     modules = dict(model.named_modules())
@@ -116,8 +142,7 @@ def equalization_scales(model: nn.Module, first: str, second: str) -> torch.Tens
 
 def activation_ranges(converted: torch.fx.GraphModule) -> pd.Series:
     """The largest value each activation quantizer of a converted graph can represent, named by the module whose
-    output it quantizes ("input" for the model's input), in graph order; empty where the quantizer quantized
-    nothing (PT2E with torchao 0.18 on torch 2.11, Colab's, annotates no node of these models)."""
+    output it quantizes ("input" for the model's input), in graph order; empty where nothing was quantized."""
     require_instance("converted", converted, torch.fx.GraphModule)
     quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
     ranges = {}

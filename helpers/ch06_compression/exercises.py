@@ -1,5 +1,5 @@
-"""Chapter 6's exercise checks: which layer one scale per tensor hurts most, and an asymmetric uint8 quantizer
-written by hand, against torchao's primitives."""
+"""Chapter 6's exercise checks: which layer one scale per tensor hurts most and by how much, and an asymmetric
+uint8 quantizer written by hand, against torchao's primitives."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from helpers.ch06_compression.quantize import per_tensor_penalty  # first: it qu
 from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, quantize_affine  # noqa: E402
 
 from helpers.core.validate import require_callable
-from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_choice
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_choice, check_number
 
 
 def check_granularity_prediction(exercise: str, answer: object, weights: Mapping[str, torch.Tensor]) -> Verdict:
@@ -22,6 +22,16 @@ def check_granularity_prediction(exercise: str, answer: object, weights: Mapping
     return check_choice(exercise, answer, max(penalties, key=penalties.get), list(weights),
                         hint="One per-tensor scale is set by the largest filter; the filters that lose most are the "
                              "ones whose own largest weight is far below it. Which table row has them?")
+
+
+def check_granularity_ratio(exercise: str, answer: object, weights: Mapping[str, torch.Tensor]) -> Verdict:
+    """Pass when answer is, within 2%, the largest ratio of per-tensor to per-channel int8 error among weights."""
+    if not weights:
+        raise ValueError("weights must map at least one layer name to its weight tensor")
+    largest = max(per_tensor_penalty(w) for w in weights.values())
+    return check_number(exercise, answer, largest, rtol=0.02,
+                        hint="Divide symmetric_int8_error with one block for the whole tensor by the error with one "
+                             "block per output channel, for each layer, and keep the largest ratio.")
 
 
 def reference_uint8(values: torch.Tensor) -> tuple[torch.Tensor, float, int]:

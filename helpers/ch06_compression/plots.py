@@ -57,15 +57,20 @@ def plot_distributions(probabilities: Mapping[str, Sequence[float]], *, title: s
     return fig
 
 
-def plot_stages(table: pd.DataFrame, columns: Sequence[str], *, hardware: str, title: str = "") -> Figure:
-    """One panel per column of table (rows are stages, in order): how each metric moves from stage to stage."""
+def plot_stages(table: pd.DataFrame, columns: Sequence[str], *, hardware: str, title: str = "",
+                baseline: str | None = None) -> Figure:
+    """One panel per column of table (rows are stages, in order): how each metric moves from stage to stage.
+    The baseline row (the first unless named) is drawn in the baseline colour."""
     missing = [column for column in columns if column not in table.columns]
     if missing or not len(columns) or table.empty:
         raise ValueError(f"table must have rows and columns must name its columns (missing: {missing})")
+    baseline = table.index[0] if baseline is None else baseline
+    if baseline not in table.index:
+        raise ValueError(f"baseline must name a row of table {list(table.index)}, got {baseline!r}")
     fig = Figure(figsize=(7.5, 0.9 + 0.45 * len(table) * len(columns) / 2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(columns), sharey=True))
     for ax, column in zip(axes, columns):
-        colors = [BASELINE_COLOR] + [VARIANT_COLOR] * (len(table) - 1)
+        colors = [BASELINE_COLOR if row == baseline else VARIANT_COLOR for row in table.index]
         bars = ax.barh(list(table.index), table[column], color=colors)
         for bar, value in zip(bars, table[column]):
             ax.annotate(f" {value:.3g}", (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center",

@@ -71,6 +71,7 @@ from helpers.core.validate import (
     require_int,
     require_number,
 )
+from helpers.support.logs import quiet_profiler_logs
 
 BASELINE = "bf16"
 WEIGHT_ONLY = (BASELINE, "int8 weight-only", "int4 weight-only")  # measure_weight_only's default variants
@@ -189,7 +190,7 @@ def matmul_operators(calls: Mapping[object, Callable[[], object]]) -> dict[objec
     for key, call in calls.items():
         require_callable(f"calls[{key!r}]", call)
     labels = {f"weight_only call {index}": key for index, key in enumerate(calls)}
-    with profile() as prof:
+    with quiet_profiler_logs(), profile() as prof:
         for label, key in labels.items():
             with record_function(label):
                 calls[key]()

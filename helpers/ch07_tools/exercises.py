@@ -8,7 +8,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from helpers.support.checks import Verdict, check_number
-from helpers.ch07_tools.profiling import quiet_profiler_logs
+from helpers.support.logs import quiet_profiler_logs
 
 EXERCISE_SCHEDULE = {"wait": 2, "warmup": 1, "active": 3, "repeat": 2}
 EXERCISE_STEPS = 20

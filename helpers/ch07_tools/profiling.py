@@ -7,36 +7,13 @@ table, so a notebook can sort, filter and compare them.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 from torch.autograd import DeviceType
 from torch.profiler import profile
 
 from helpers.core.validate import require_instance, require_int
-from helpers.support.logs import is_noise
-
-
-@contextlib.contextmanager
-def quiet_profiler_logs() -> Iterator[None]:
-    """Drop the profiler's native noise lines (support/logs.py) from stderr; pass every other line through."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                if line.strip() and not is_noise(line):
-                    print(line, file=sys.stderr)
 
 
 def _averages(prof: profile, *, by_shape: bool) -> list:

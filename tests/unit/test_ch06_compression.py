@@ -23,12 +23,14 @@ import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the l
 from helpers.ch03_hardware.compile_timing import compile_for_inference
 from helpers.ch06_compression.calibration import (
     OBSERVERS, activation_ranges, detectable_difference, equalization_scales, folded_student, int8_config,
-    paired_table, quantizable_layers, rescale_channels, static_int8_variant,
+    multiply_adds, paired_table, quantizable_layers, rescale_channels, static_int8_variant,
 )
 from helpers.ch06_compression.distill import (
     TARGETS, soft_target_loss, split_for_distillation, teacher_logits, train_student,
 )
-from helpers.ch06_compression.exercises import check_granularity_prediction, check_uint8_quantizer
+from helpers.ch06_compression.exercises import (
+    check_granularity_prediction, check_granularity_ratio, check_uint8_quantizer,
+)
 from helpers.ch06_compression.plots import plot_distributions, plot_spread, plot_stages
 from helpers.ch06_compression.quantize import (
     allow_train_eval, convert_qat, drop_unused_parameters, export_for_pt2e, fixed_batch_accuracy, fold_batch_norm,
@@ -416,6 +418,13 @@ def test_plot_stages_draws_one_panel_per_column():
         plot_stages(table, [], hardware="test CPU")
     with pytest.raises(ValueError, match="table must have rows"):
         plot_stages(table.iloc[:0], ["size (KB)"], hardware="test CPU")
+    shaded = plot_stages(table, ["size (KB)"], hardware="test CPU", baseline="int8")
+    fp32_bar, int8_bar = shaded.axes[0].patches
+    assert fp32_bar.get_facecolor() != int8_bar.get_facecolor()
+    first_shaded = plot_stages(table, ["size (KB)"], hardware="test CPU").axes[0].patches[0]
+    assert int8_bar.get_facecolor() == first_shaded.get_facecolor()
+    with pytest.raises(ValueError, match=r"baseline must name a row of table \['fp32', 'int8'\], got 'bf16'"):
+        plot_stages(table, ["size (KB)"], hardware="test CPU", baseline="bf16")
 
 
 def test_uint8_check_passes_a_correct_quantizer_and_explains_wrong_ones(capsys):
@@ -524,6 +533,20 @@ def test_minmax_ranges_are_the_largest_values_seen_and_histogram_ranges_never_ex
     with torch.no_grad():
         assert minmax["1 (ReLU)"] == pytest.approx(model[:2](x).max().item(), rel=1e-5)
     assert (histogram <= minmax * (1 + 1e-6)).all()
+
+
+def test_multiply_adds_count_each_layer_per_input_and_leave_the_model_as_it_was():
+    model = small_cnn((4, 8)).train()  # batch norm in training mode: its statistics must not move
+    running_mean = model[1].running_mean.clone()
+    counts = multiply_adds(model, pixel_images(8))
+    assert counts.to_dict() == {"0": 16 * 16 * 4 * 1 * 9, "4": 8 * 8 * 8 * 4 * 9, "10": 10 * 8}
+    assert model.training and torch.equal(model[1].running_mean, running_mean)
+
+
+def test_a_layer_kept_in_fp32_still_reads_an_int8_rounded_input():
+    model, x = tiny_folded_cnn(), pixel_images(16)
+    kept = activation_ranges(static_int8_variant(model, x, [x], observer="minmax", fp32_layers=["3"]))
+    assert "2 (MaxPool2d)" in kept.index  # the max-pooling before layer 3 stays int8 in, int8 out
 
 
 def test_rescaled_channels_compute_the_same_function_and_widen_one_activation_range():
@@ -853,6 +876,12 @@ def test_per_tensor_rounding_hurts_a_tensor_whose_filters_differ_in_scale_and_th
     assert not check_granularity_prediction("E1", ..., {"conv 1": even}).passed
     with pytest.raises(ValueError, match="at least one layer"):
         check_granularity_prediction("E1", "conv 1", {})
+    worst = per_tensor_penalty(uneven)
+    assert check_granularity_ratio("E1", worst * 1.01, {"conv 1": even, "conv 2": uneven}).passed
+    assert not check_granularity_ratio("E1", per_tensor_penalty(even), {"conv 1": even, "conv 2": uneven}).passed
+    assert not check_granularity_ratio("E1", ..., {"conv 1": even}).passed
+    with pytest.raises(ValueError, match="at least one layer"):
+        check_granularity_ratio("E1", 1.0, {})
 
 
 def test_static_int8_takes_a_configured_quantizer_and_refuses_anything_else():
@@ -872,6 +901,18 @@ def test_export_for_pt2e_labels_every_operation_with_its_module_so_the_quantizer
     assert {kind for _, kind in labels} == {nn.Conv2d}
     with pytest.raises(TypeError, match="example must be"):
         export_for_pt2e(model, [x])
+
+
+def test_the_labels_alone_let_the_quantizer_find_the_layers_as_on_torch_2_11():
+    model, x = tiny_cnn().eval(), images(8)
+    exported = export_for_pt2e(model, x)
+    for node in exported.graph.nodes:  # torch 2.14 also falls back to this stack; torch 2.11 does not
+        node.meta.pop("nn_module_stack", None)
+    prepared = prepare_pt2e(exported, x86_quantizer())
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    assert sum(node.target == quantize for node in converted.graph.nodes) >= 2
 
 
 def test_static_int8_refuses_to_return_a_model_in_which_nothing_was_quantized():
