@@ -545,8 +545,12 @@ def test_multiply_adds_count_each_layer_per_input_and_leave_the_model_as_it_was(
 
 def test_a_layer_kept_in_fp32_still_reads_an_int8_rounded_input():
     model, x = tiny_folded_cnn(), pixel_images(16)
-    kept = activation_ranges(static_int8_variant(model, x, [x], observer="minmax", fp32_layers=["3"]))
-    assert "2 (MaxPool2d)" in kept.index  # the max-pooling before layer 3 stays int8 in, int8 out
+    converted = static_int8_variant(model, x, [x], observer="minmax", fp32_layers=["3"])
+    assert "2 (MaxPool2d)" in activation_ranges(converted).index  # the max-pooling before layer 3: int8 in and out
+    convs = [node for node in converted.graph.nodes if node.target == torch.ops.aten.conv2d.default]
+    second_input = convs[1].args[0]  # layer 3's input: the dequantized int8 output of the max-pooling
+    assert second_input.target == torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    assert second_input.args[0].target == torch.ops.quantized_decomposed.quantize_per_tensor.default
 
 
 def test_rescaled_channels_compute_the_same_function_and_widen_one_activation_range():
