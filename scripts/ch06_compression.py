@@ -67,8 +67,8 @@ from torch import nn
 
 from helpers.ch06_compression.quantize import (  # first: it quietens a log line that importing torchao prints
     convert_qat, drop_unused_parameters, export_for_pt2e, fixed_batch_accuracy, fold_batch_norm,
-    int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, static_int8, symmetric_int8_error,
-    with_int8_weights, x86_quantizer,
+    int8_reduce_range_needed, predict_in_fixed_batches, prepare_qat, quantized_activations, static_int8,
+    symmetric_int8_error, with_int8_weights, x86_quantizer,
 )
 import torchao
 from torchao.quantization import quantize_
@@ -648,8 +648,7 @@ with torch.no_grad():
         prepared(images)
 converted = convert_pt2e(prepared)
 print({type(observer).__name__ for observer in prepared.modules() if "Observer" in type(observer).__name__})
-quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
-quantized_tensors = sum(node.target == quantize for node in converted.graph.nodes)
+quantized_tensors = quantized_activations(converted)
 assert quantized_tensors > 0, "PT2E quantized nothing: the int8 rows below would be fp32"
 print(f"{quantized_tensors} activations quantized to int8 in the converted graph")
 

@@ -86,6 +86,13 @@ def export_for_pt2e(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphMo
     return exported
 
 
+def quantized_activations(converted: torch.fx.GraphModule) -> int:
+    """How many activations a converted PT2E graph quantizes to int8 (its quantize_per_tensor operations)."""
+    require_instance("converted", converted, torch.fx.GraphModule)
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    return sum(node.target == quantize for node in converted.graph.nodes)
+
+
 def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
                 reduce_range: bool = False, quantizer: X86InductorQuantizer | None = None) -> torch.fx.GraphModule:
     """Post-training static int8 (PT2E): export, insert observers, calibrate on real batches, convert.
@@ -101,8 +108,7 @@ def static_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[t
         for images in calibration:
             prepared(images)
     converted = convert_pt2e(prepared)
-    if not any(node.target == torch.ops.quantized_decomposed.quantize_per_tensor.default
-               for node in converted.graph.nodes):
+    if quantized_activations(converted) == 0:
         raise RuntimeError("PT2E quantized no operation of this model: the quantizer found no Conv2d or Linear it "
                            "supports, or every one was kept in fp32")
     return drop_unused_parameters(converted)
