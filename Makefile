@@ -8,6 +8,12 @@ STAMP := $(VENV)/.course-installed
 KERNEL := dl-perf-course
 # The same release as the bindings pinned in requirements.txt.
 TENSORRT := tensorrt-cu13==11.4.0.106
+# TensorRT 10's bindings: read from their wheel by chapter 7's name check, never installed (the module has the same
+# name as 11.4's). The same pin as TENSORRT_10_BINDINGS in helpers/ch07_tools/tensorrt_names.py, which downloads it
+# itself when this cache lacks it.
+TENSORRT10_BINDINGS := tensorrt-cu13-bindings==10.16.1.11
+BINDINGS_CACHE := .cache/tensorrt-bindings
+BINDINGS_DOWNLOAD := --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64
 # With a wheelhouse/ folder (`make wheelhouse`), every install reads only that folder: no network needed.
 PIP_SOURCE := $(if $(wildcard wheelhouse/*.whl),--no-index --find-links wheelhouse)
 # Without an NVIDIA GPU, torch and torchvision come from PyTorch's CPU-only index when it answers within 5 s: about
@@ -16,7 +22,7 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # pip prints one harmless line per package for this machine's offline package folders; hide those.
 QUIET_PIP := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: setup torch-source class-report tensorrt browser lab test book budget claims colab-check execute sync readme wheelhouse clean
+.PHONY: setup torch-source class-report tensorrt tensorrt-10-bindings browser lab test book budget claims colab-check execute sync readme wheelhouse clean
 
 setup: $(STAMP)
 
@@ -27,6 +33,7 @@ $(STAMP): requirements.txt pyproject.toml tools/jupyterlab_overrides.json
 	$(PY) -m pip install -q $(PIP_SOURCE) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, torchvision, helpers"
 	$(MAKE) --no-print-directory tensorrt
+	$(MAKE) --no-print-directory tensorrt-10-bindings
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (DL performance course)"
 	mkdir -p $(VENV)/etc/jupyter
 	echo '{"ServerApp": {"allow_root": true}}' > $(VENV)/etc/jupyter/jupyter_server_config.json
@@ -44,6 +51,10 @@ tensorrt:  ## TensorRT itself, only where an NVIDIA GPU answers (its libraries r
 	  $(PY) -m pip install -q $(PIP_SOURCE) $(TENSORRT) 2>&1 | $(QUIET_PIP) \
 	  || echo "could not install $(TENSORRT): chapter 7's TensorRT cells will say so and skip"; \
 	else echo "no NVIDIA GPU answers nvidia-smi: TensorRT not installed (chapter 7's TensorRT cells skip)"; fi
+
+tensorrt-10-bindings:  ## TensorRT 10's bindings wheel into .cache/, for chapter 7's name check (read, never installed)
+	@$(PY) -m pip download -q $(PIP_SOURCE) $(BINDINGS_DOWNLOAD) -d $(BINDINGS_CACHE) $(TENSORRT10_BINDINGS) 2>&1 \
+	  | $(QUIET_PIP) || echo "could not download $(TENSORRT10_BINDINGS): chapter 7's TensorRT 10 name check will try again"
 
 lab: setup  ## open JupyterLab on the chapters, at the repository's root so that helpers/ is one click up
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
@@ -89,6 +100,7 @@ readme: setup  ## regenerate the README's tables, helpers/README.md and the refe
 
 wheelhouse: setup  ## download every pinned package into wheelhouse/ for offline set-ups (needs the network once)
 	$(PY) -m pip download -q -r requirements.txt "setuptools>=68" -d wheelhouse 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip download -q $(BINDINGS_DOWNLOAD) -d wheelhouse $(TENSORRT10_BINDINGS) 2>&1 | $(QUIET_PIP)
 
 clean:
 	rm -rf _build test-artifacts

@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,6 +58,17 @@ def guard_on_module_identity() -> contextlib.AbstractContextManager:
 def graphs_compiled() -> int:
     """How many graphs Dynamo has compiled in this process: unchanged across a measurement means no recompile."""
     return counters["stats"]["unique_graphs"]
+
+
+KERNEL_SUFFIXES = (".so", ".cubin")  # C++ kernels built on a CPU, Triton's on an NVIDIA GPU
+
+
+def built_kernels() -> frozenset[Path]:
+    """The kernels built into Inductor's cache directory so far: a compile that adds none reused them all (warm)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir  # imported here, as in forget_compiled_code
+
+    root = Path(cache_dir())
+    return frozenset(path for path in root.rglob("*") if path.suffix in KERNEL_SUFFIXES) if root.is_dir() else frozenset()
 
 
 def cache_hits() -> int:

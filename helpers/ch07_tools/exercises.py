@@ -1,19 +1,24 @@
-"""Chapter 7's exercise checks: the expected answers are measured here, out of the learner's sight."""
+"""Chapter 7's exercise checks: the expected answers are measured or computed here, out of the learner's sight."""
 
 from __future__ import annotations
 
 import math
+import numbers
+import tempfile
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from helpers.support.checks import Verdict, check_number
+from helpers.ch07_tools.onnx_quantization import RUNS_AS, convolution_table, extended_int8_graph
+from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, check_number
 from helpers.support.logs import quiet_profiler_logs
 
 EXERCISE_SCHEDULE = {"wait": 2, "warmup": 1, "active": 3, "repeat": 2}
 EXERCISE_STEPS = 20
 FP16_UNIT_ROUNDOFF = 2.0 ** -11  # float16 keeps 11 significant bits
 EXERCISE_TERMS, EXERCISE_LAYERS, EXERCISE_LOGIT_SCALE = 2304, 50, 10.0
+NOT_ANSWERED = "not answered yet: replace the `...` with your answer and re-run this cell."
 
 
 def recorded_steps(total_steps: int = EXERCISE_STEPS, **schedule_arguments: int) -> int:
@@ -32,9 +37,60 @@ def check_recorded_steps(exercise: str, answer: object) -> Verdict:
                         hint="Only active steps are kept; count how many cycles run before `repeat` stops it.")
 
 
-def check_fp16_tolerance(exercise: str, answer: object) -> Verdict:
-    """Exercise 2: section 3.2's tolerance rule for a float16 network (K = 2304, 50 layers, logits up to 10)."""
-    expected = FP16_UNIT_ROUNDOFF * math.sqrt(EXERCISE_TERMS) * EXERCISE_LAYERS * EXERCISE_LOGIT_SCALE
-    return check_number(exercise, answer, expected, rtol=0.05,
-                        hint="Section 3.2's rule: unit roundoff x square root of the terms per dot product x "
-                             "layers x the logits' scale, with float16's unit roundoff.")
+def fp16_tolerance() -> float:
+    """Section 3.2's linear-in-depth rule, u x sqrt(K) x layers x logit scale, for Exercise 2's float16 network."""
+    return FP16_UNIT_ROUNDOFF * math.sqrt(EXERCISE_TERMS) * EXERCISE_LAYERS * EXERCISE_LOGIT_SCALE
+
+
+def _check_yes_no(exercise: str, answer: object, expected: bool, *, hint: str) -> Verdict:
+    """Check a True/False answer; say only that it is wrong, and where to look."""
+    if answer is None or answer is Ellipsis:
+        return announce(TODO, exercise, NOT_ANSWERED, False)
+    if not isinstance(answer, bool):
+        return announce(FAIL, exercise, f"answer True or False, got {type(answer).__name__} {answer!r}.", False)
+    if answer == expected:
+        return announce(PASS, exercise, "correct.", True)
+    return announce(FAIL, exercise, f"not {answer}. {hint}", False)
+
+
+def check_fp16_tolerance(exercise: str, tolerance: object, rule_can_catch_a_wrong_export: object = ...) -> Verdict:
+    """Exercise 2: the rule's float16 tolerance, and whether that tolerance could still flag a wrong export.
+
+    Passes only if both answers are right. The second is judged once the first is right, since it rests on it;
+    left out, it counts as not answered yet.
+    """
+    expected = fp16_tolerance()
+    computed = check_number(f"{exercise} (tolerance)", tolerance, expected, rtol=0.05,
+                            hint="Redo section 3.2's float32 computation, changing each of its four factors to "
+                                 "this network's values.")
+    second = f"{exercise} (can the rule catch a wrong export?)"
+    if not computed:
+        return announce(TODO, second, "judged once the tolerance is right: the answer rests on it.", False)
+    return _check_yes_no(second, rule_can_catch_a_wrong_export, expected < EXERCISE_LOGIT_SCALE,
+                         hint="A wrong export changes the logits by about their own size: put the tolerance beside "
+                              "the logits' scale and ask whether such a change would exceed it.")
+
+
+def float_convolution_count(model_path: str | Path) -> int:
+    """How many convolutions of a float ONNX file a session on this CPU leaves in float after S8S8 QDQ quantization."""
+    with tempfile.TemporaryDirectory(prefix="ch07-exercise-") as folder:
+        table = convolution_table(extended_int8_graph(model_path, folder, activations="s8"))
+    return int((table["runs as"] == RUNS_AS["Conv"]).sum())
+
+
+def check_float_convolutions(exercise: str, answer: object, model_path: str | Path) -> Verdict:
+    """Exercise 3: predict how many of a model's convolutions stay float under S8S8 QDQ; the check quantizes it live.
+
+    model_path is the float ONNX file (the chapter's `digits_onnx`); nothing is written beside it.
+    """
+    expected = float_convolution_count(model_path)
+    if answer is None or answer is Ellipsis:
+        return announce(TODO, exercise, NOT_ANSWERED, False)
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+        return announce(FAIL, exercise, f"expected a whole number of convolutions, got {type(answer).__name__} "
+                                        f"{answer!r}.", False)
+    if answer == expected:
+        return announce(PASS, exercise, f"correct: {expected} convolution(s) left in float on this CPU.", True)
+    return announce(FAIL, exercise, f"{answer} is too {'high' if answer > expected else 'low'}. Whether a convolution "
+                                    "is fused depends on the tensor it reads, not on the layer: follow each quantized "
+                                    "tensor in the model and count the nodes that read it.", False)

@@ -1,8 +1,10 @@
 """Chapter 7's ONNX Runtime plumbing: sessions with the threads and graph level set on purpose, the files a
-model needs, the operators in a graph, and calibration batches for quantize_static."""
+model needs, the operators in a graph, ONNX Runtime's own profiler read per operator type, and calibration
+batches for quantize_static."""
 
 from __future__ import annotations
 
+import json
 import platform
 from collections import Counter
 from collections.abc import Iterable
@@ -11,22 +13,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas as pd
 import torch
 from onnxruntime.quantization import CalibrationDataReader
 
 from helpers.core.hardware import cpu_flags
-from helpers.core.validate import require_choice, require_int
+from helpers.core.validate import require_choice, require_instance, require_int
 
-GRAPH_LEVELS = {
-    "off": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+_LEVELS = ort.GraphOptimizationLevel
+# The graph levels, each adding to the one before: "layout" (ORT_ENABLE_LAYOUT, in recent releases such as 1.32;
+# left out where the installed ONNX Runtime lacks it) adds the CPU's blocked NCHWc layout to the extended fusions;
+# "all" (ORT_ENABLE_ALL, the default) enables every level.
+GRAPH_LEVELS = {"off": _LEVELS.ORT_DISABLE_ALL, "basic": _LEVELS.ORT_ENABLE_BASIC,
+                "extended": _LEVELS.ORT_ENABLE_EXTENDED}
+if hasattr(_LEVELS, "ORT_ENABLE_LAYOUT"):
+    GRAPH_LEVELS["layout"] = _LEVELS.ORT_ENABLE_LAYOUT
+GRAPH_LEVELS["all"] = _LEVELS.ORT_ENABLE_ALL
 
 
 def ort_session(model_path: str | Path, *, threads: int, level: str = "all", arena: bool = False,
-                spinning: bool = True, save_optimized_to: str | Path | None = None) -> ort.InferenceSession:
+                spinning: bool = True, save_optimized_to: str | Path | None = None,
+                profile_prefix: str | Path | None = None) -> ort.InferenceSession:
     """A CPU InferenceSession with `threads` intra-op threads, one inter-op thread and the given graph level.
 
     ONNX Runtime's CPU memory arena keeps the largest activations of any run for reuse; without it
@@ -34,6 +41,8 @@ def ort_session(model_path: str | Path, *, threads: int, level: str = "all", are
     holding several sessions stays within a small machine's memory. Pass arena=True to keep it.
     spinning=False stops ONNX Runtime's idle threads from spinning after a run, which would take cores from
     whatever runs next (timing it in alternation with PyTorch, say).
+    profile_prefix turns ONNX Runtime's profiler on: session.end_profiling() then writes
+    `<profile_prefix>_<date and time>.json` and returns its path.
     """
     require_int("threads", threads, minimum=1)
     require_choice("level", level, GRAPH_LEVELS)
@@ -47,6 +56,9 @@ def ort_session(model_path: str | Path, *, threads: int, level: str = "all", are
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if save_optimized_to is not None:
         options.optimized_model_filepath = str(save_optimized_to)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -80,6 +92,52 @@ def operator_counts(model_path: str | Path) -> dict[str, int]:
     """How many nodes of each operator type the graph holds, most frequent first."""
     graph = onnx.load(str(model_path), load_external_data=False).graph
     return dict(Counter(node.op_type for node in graph.node).most_common())
+
+
+def operator_time_table(profile_json: str | Path, *, skip_runs: int = 0) -> pd.DataFrame:
+    """ms per run, calls per run and share of the run of each operator type, from ONNX Runtime's profile JSON.
+
+    The file is Chrome-trace JSON (a list of complete "X" events, times in µs): one "model_run" event per
+    session.run, and one event per node executed, of category "Node", named `<node>_kernel_time`, with its
+    operator type in args["op_name"]. The first skip_runs runs (warm-up) are left out; shares are of the mean
+    "model_run" time, so what they leave below 100% is the run's time outside the kernels.
+    """
+    path = Path(profile_json)
+    if not path.is_file():
+        raise ValueError(f"no profile at {path}")
+    events = json.loads(path.read_text())
+    runs = sorted((event for event in events if event.get("name") == "model_run"), key=lambda event: event["ts"])
+    kept = runs[require_int("skip_runs", skip_runs, minimum=0):]
+    if not kept:
+        raise ValueError(f"{path.name} has {len(runs)} model_run event(s), none left after skipping {skip_runs}: "
+                         "run the session more times before end_profiling()")
+    kernels = pd.DataFrame([{"operator": event["args"]["op_name"], "us": event["dur"]} for event in events
+                            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+                            and event["ts"] >= kept[0]["ts"]])
+    per_run = kernels.groupby("operator")["us"].agg(["sum", "count"]) / len(kept)
+    run_us = sum(event["dur"] for event in kept) / len(kept)
+    table = pd.DataFrame({"ms per run": per_run["sum"] / 1e3, "calls per run": per_run["count"],
+                          "share of run (%)": 100 * per_run["sum"] / run_us})
+    return table.sort_values("ms per run", ascending=False)
+
+
+def profile_operators(model_path: str | Path, feeds: dict[str, np.ndarray], *, runs: int, folder: str | Path,
+                      threads: int = 1, level: str = "all", warmup: int = 1) -> tuple[pd.DataFrame, Path]:
+    """Run a profiled session warmup + runs times on feeds; return operator_time_table of the runs and the JSON path.
+
+    The JSON, written into folder, is Chrome-trace format: Perfetto (ui.perfetto.dev) or chrome://tracing draws it.
+    """
+    require_instance("feeds", feeds, dict)
+    require_int("runs", runs, minimum=1)
+    require_int("warmup", warmup, minimum=0)
+    if not Path(folder).is_dir():
+        raise ValueError(f"folder {folder} does not exist")
+    session = ort_session(model_path, threads=threads, level=level,
+                          profile_prefix=Path(folder) / f"{Path(model_path).stem}_profile")
+    for _ in range(warmup + runs):
+        session.run(None, feeds)
+    json_path = Path(session.end_profiling())
+    return operator_time_table(json_path, skip_runs=warmup), json_path
 
 
 class CalibrationBatches(CalibrationDataReader):

@@ -44,7 +44,9 @@ def step_ms(prof: profile, *, steps: int) -> float:
 def region_table(prof: profile, regions: Sequence[str], *, steps: int) -> pd.DataFrame:
     """Time per step (ms) and share of the step of each record_function region, largest first.
 
-    Read from the CPU side: on a GPU the profiler also records each region on the GPU's timeline.
+    Read from the CPU side (the profiler also records each region on the GPU's timeline). On a GPU a
+    region's time is therefore the time the CPU spent in it: launching its kernels, plus any wait for
+    the GPU (a synchronisation such as `.item()`), not the time its kernels ran.
     """
     total = step_ms(prof, steps=steps)
     recorded = {event.name for event in prof.events()}
@@ -67,6 +69,20 @@ def hot_operators(prof: profile, *, steps: int, top: int = 8) -> pd.DataFrame:
              "share of operator time (%)": 100 * event.self_cpu_time_total / total_self}
             for event in sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:top]]
     return pd.DataFrame(rows)
+
+
+def hot_kernels(prof: profile, *, steps: int, top: int = 8) -> pd.DataFrame:
+    """The GPU kernels with the most GPU time, per step (the profile must record ProfilerActivity.CUDA)."""
+    require_int("steps", steps, minimum=1)
+    require_int("top", top, minimum=1)
+    kernels = [event for event in _averages(prof, by_shape=False)
+               if event.device_type == DeviceType.CUDA and not event.is_user_annotation]
+    if not kernels:
+        raise ValueError("no GPU kernel in the profile: profile on a GPU, with ProfilerActivity.CUDA among the "
+                         "activities")
+    largest = sorted(kernels, key=lambda event: event.self_device_time_total, reverse=True)[:top]
+    return pd.DataFrame([{"GPU kernel": event.key[:70], "calls per step": event.count / steps,
+                          "GPU µs per step": event.self_device_time_total / steps} for event in largest])
 
 
 def calls_per_step(prof: profile, operators: Sequence[str], *, steps: int) -> pd.Series:

@@ -48,7 +48,7 @@ def check_number(exercise: str, answer: object, expected: float, *, rtol: float 
     if is_close(float(answer), expected, rtol):
         return announce(PASS, exercise, "correct.", True)
     direction = "too high" if answer > expected else "too low"
-    if not 0.5 <= answer / expected <= 2:
+    if expected != 0 and not 0.5 <= answer / expected <= 2:
         direction += ", by more than a factor of 2"
     return announce(FAIL, exercise, f"{float(answer):.4g} is {direction}. {hint}".rstrip(), False)
 

@@ -73,7 +73,7 @@ TOURS = [
     )),
     ChapterTour("ch07_tools.ipynb", (
         WidgetTour("runtime=widgets.ToggleButtons", "buttons", ("ONNX Runtime int8 (static, U8S8)",
-                                                               "compiled + freezing", "eager"), "images per second"),
+                                                               "eager, channels_last", "eager"), "images per second"),
     )),
     ChapterTour("ch08_capstone.ipynb", (
         WidgetTour("budget_points=widgets.FloatSlider", "slider", ("5", "0", "1"), "speed-up"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from helpers.ch03_hardware.compile_timing import cache_hits, forget_compiled_code
+from helpers.ch03_hardware.compile_timing import cache_hits, forget_compiled_code, built_kernels
 from helpers.ch03_hardware.exercises import (
     break_even_calls, check_break_even, check_loss_scale, mlp_saved_bytes, smallest_loss_scale,
 )
@@ -248,10 +248,14 @@ def test_after_forget_compiled_code_a_compile_is_served_by_the_disk_cache(tmp_pa
         return torch.relu(x) * 2
 
     x = torch.randn(8)
+    assert built_kernels() == frozenset()  # an empty cache directory
     assert torch.equal(torch.compile(double_relu)(x), double_relu(x))  # cold: compiled and written to disk
+    cold_files = built_kernels()
+    assert cold_files and all(path.is_relative_to(tmp_path) and path.suffix == ".so" for path in cold_files)
     hits_before, inductor_hits_before = cache_hits(), counters["inductor"]["fxgraph_cache_hit"]
     forget_compiled_code()
     assert torch.equal(torch.compile(double_relu)(x), double_relu(x))  # warm: read back from disk
+    assert built_kernels() == cold_files  # a warm compile builds nothing new
     assert counters["inductor"]["fxgraph_cache_hit"] == inductor_hits_before + 1
     assert cache_hits() >= hits_before + 1
     forget_compiled_code()
