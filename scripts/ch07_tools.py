@@ -23,9 +23,9 @@
 # a training loop with the mistakes real code has is profiled, each problem is diagnosed from what
 # the profile shows, fixed, re-profiled and measured. It then leaves PyTorch for deployment:
 # **ONNX** as the exchange format, **ONNX Runtime** as a CPU inference engine (with its own int8
-# quantization), and **TensorRT 11**, NVIDIA's GPU engine, written against its current API.
+# quantization), and **TensorRT 10 and 11**, NVIDIA's GPU engine, written against their current API.
 #
-# **Estimated time:** ~90 min · **Hardware:** Any CPU; a CUDA GPU adds the profiler kernel view and the memory snapshot; TensorRT needs an NVIDIA GPU
+# **Estimated time:** ~105 min · **Hardware:** Any CPU; a CUDA GPU adds the profiler kernel view and the memory snapshot; TensorRT needs an NVIDIA GPU
 
 # %% [markdown]
 # ## Setup
@@ -84,11 +84,13 @@ from helpers.workload.models import small_cnn
 from helpers.support.chapter import setup_chapter
 from helpers.support.ledger import ledger_table, make_entry, record_chapter
 from helpers.support.logs import quiet_profiler_logs
+from helpers.support.plots import plot_sweep
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
 from helpers.ch03_hardware.compile_timing import (
     compile_for_inference, forget_compiled_code, graphs_compiled, built_kernels,
 )
+from helpers.ch07_tools.deployment import compile_package, load_package
 from helpers.ch07_tools.exercises import check_float_convolutions, check_fp16_tolerance, check_recorded_steps
 from helpers.ch07_tools.onnx_quantization import convolution_table
 from helpers.ch07_tools.onnx_runtime import (
@@ -209,7 +211,8 @@ def make_training_step(batches: object, normalize: object, *, seed: int = 0, dev
     return step
 
 
-slow_loader = DataLoader(PerSampleDigits(digits.x_train, digits.y_train), batch_size=BATCH, shuffle=True)
+slow_loader = DataLoader(PerSampleDigits(digits.x_train, digits.y_train), batch_size=BATCH, shuffle=True,
+                         drop_last=True)  # every step the same work: the epoch's last, smaller batch is dropped
 REGIONS = ["data", "normalize", "forward", "backward", "optimizer", "logging"]
 
 # %% [markdown]
@@ -271,9 +274,10 @@ hot_operators(slow_profile, steps=ACTIVE, top=15).round(3)
 
 # %% [markdown]
 # Read the shapes column. The model's operators run on whole batches (`[64, 16, 16, 16]` and the
-# like). Operators on **one image** (shapes such as `[1, 1, 8, 8]` for the resize, or an image of
-# `[1, 16, 16]` in the normalization, further down) are the per-sample work, and the column
-# of calls per step says how often they run: a small cost times 64 images, every step. How many
+# like). Operators on **one image** (`[1, 1, 8, 8]` for the resize) are the per-sample work, and
+# the column of calls per step says how often they run: a small cost times 64 images, every step.
+# The normalization's per-image operators (`aten::mean` and `aten::std` on `[1, 16, 16]`) may rank
+# below this table's rows, each one cheap; the count below finds them wherever they rank. How many
 # calls the per-sample code makes per step does not depend on the machine, only on the code:
 
 # %%
@@ -340,8 +344,9 @@ loop_fixed_profile = profile_steps(loop_fixed_step)
 calls_per_step(loop_fixed_profile, PER_SAMPLE_OPS, steps=ACTIVE).to_frame()
 
 # %% [markdown]
-# The normalization's per-image calls are gone (the resize and pad calls of the loader remain;
-# one mean, one std and two divisions per step are the vectorised normalization itself, and Adam's).
+# The normalization's per-image calls are gone (the resize and pad calls of the loader remain).
+# What is left of the others: the vectorised normalization's one `std` and one `mean`, the model's
+# global average pooling (a second `mean`), and the division each `mean` makes inside itself.
 # **Fix 2: the loader.** The resize does not depend on the epoch: do it once, for the whole
 # training set, and keep the result. The random shift must stay random per image, but it can run
 # on the whole batch: pad the batch once, then gather each image's window with index arithmetic.
@@ -361,11 +366,11 @@ def random_shift(images: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def cached_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int):
-    """Resize once, then yield shuffled, randomly shifted batches forever."""
+    """Resize once, then yield shuffled, randomly shifted full batches forever (as drop_last=True)."""
     resized = F.interpolate(images, size=IMAGE_SIZE, mode="bilinear", antialias=True)
     while True:
         order = torch.randperm(len(labels))
-        for start in range(0, len(labels), batch_size):
+        for start in range(0, len(labels) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
             yield random_shift(resized[index], SHIFT), labels[index]
 
@@ -399,13 +404,13 @@ print(f"slow step: {profiled_ms:.1f} ms profiled, {step_timings['slow'].median_m
       f"the profile inflates it {profiled_ms / step_timings['slow'].median_ms:.1f}x")
 
 # %% [markdown]
-# Each claim's threshold is what a fix must deliver to be worth its code, set before measuring: a
-# tenth off the step for each fix (1.1x), a fifth for the two together (1.2x).
+# Each claim's threshold is what a fix must deliver to be worth its code: a tenth off the step for
+# each fix ($1/0.9 \approx 1.11$x), a fifth off for the two together ($1/0.8 = 1.25$x).
 
 # %% tags=["nbval-ignore-output"]
 loop_claim = make_claim(7, "profiler_fix_normalize_loop", "Normalizing the batch in one expression instead of a "
-                        "Python loop over its 64 images makes the training step at least 1.1x faster.",
-                        threshold=1.1, ratio=timing_ratio(step_timings["slow"], step_timings["loop fixed"]),
+                        "Python loop over its 64 images makes the training step at least 1.11x faster.",
+                        threshold=1.11, ratio=timing_ratio(step_timings["slow"], step_timings["loop fixed"]),
                         hardware=hw.cpu_label)
 claims.append(loop_claim)
 report_claim(loop_claim,
@@ -416,8 +421,8 @@ report_claim(loop_claim,
 
 # %% tags=["nbval-ignore-output"]
 loader_claim = make_claim(7, "profiler_fix_cached_loader", "Resizing once and shifting whole batches makes the "
-                          "training step at least 1.1x faster than per-sample loading (normalization already fixed).",
-                          threshold=1.1, ratio=timing_ratio(step_timings["loop fixed"], step_timings["both fixed"]),
+                          "training step at least 1.11x faster than per-sample loading (normalization already fixed).",
+                          threshold=1.11, ratio=timing_ratio(step_timings["loop fixed"], step_timings["both fixed"]),
                           hardware=hw.cpu_label)
 claims.append(loader_claim)
 report_claim(loader_claim,
@@ -427,7 +432,7 @@ report_claim(loader_claim,
 
 # %% tags=["nbval-ignore-output"]
 fix_claim = make_claim(7, "profiler_fix", "The two fixes the profile pointed to make the training step at least "
-                       "1.2x faster.", threshold=1.2, ratio=timing_ratio(step_timings["slow"],
+                       "1.25x faster.", threshold=1.25, ratio=timing_ratio(step_timings["slow"],
                                                                          step_timings["both fixed"]),
                        hardware=hw.cpu_label)
 claims.append(fix_claim)
@@ -490,7 +495,7 @@ largest_allocations(memory_profile, steps=ACTIVE, top=6).round(3)
 
 # %% tags=["nbval-ignore-output"]
 train_step = make_training_step(cached_batches(digits.x_train, digits.y_train, BATCH), batch_normalize)
-steps_per_epoch = -(-len(digits.y_train) // BATCH)
+steps_per_epoch = len(digits.y_train) // BATCH  # full batches only
 for _ in range(4 * steps_per_epoch):
     train_step()
 digits_cnn = train_step.model.eval()
@@ -708,16 +713,30 @@ report_claim(ort_claim,
                            "optimizations-off row, which has only the exporter's batch-norm folding.")
 
 # %% tags=["nbval-ignore-output"]
-versus_compiled = timing_ratio(runtime_timings["compiled + freezing"], runtime_timings["ONNX Runtime, all"])
-print(f"ONNX Runtime (all) against compiled + freezing: {versus_compiled}")
+compiled_claim = make_claim(7, "onnxruntime_vs_compiled", "ONNX Runtime (all graph optimizations) runs ResNet-18 "
+                            "at batch 8, one thread, at least 1.11x faster than PyTorch compiled with freezing.",
+                            threshold=1.11, ratio=timing_ratio(runtime_timings["compiled + freezing"],
+                                                               runtime_timings["ONNX Runtime, all"]),
+                            hardware=hw.cpu_label)
+claims.append(compiled_claim)
+report_claim(compiled_claim,
+             holds="ONNX Runtime's kernels or layout beat Inductor's oneDNN code for this network on this CPU.",
+             does_not_hold="PyTorch's own compiler does the same kind of rewriting: against the fair baseline, "
+                           "ONNX Runtime's advantage is deployment (no PyTorch, no compile), not speed.")
+
+# %% tags=["nbval-ignore-output"]
+fusion_gain = timing_ratio(runtime_timings["ONNX Runtime, off"], runtime_timings["ONNX Runtime, extended"])
+layout_gain = timing_ratio(runtime_timings["ONNX Runtime, extended"], runtime_timings["ONNX Runtime, all"])
+print(f"ONNX Runtime's own fusions (extended against off): {fusion_gain}")
+print(f"its blocked layout (all against extended):        {layout_gain}")
 
 # %% [markdown]
 # Read the table against the levels: optimizations off is ONNX Runtime's plain kernels on the
 # exporter's graph (batch norms already folded), extended adds its fusions, all adds the blocked
-# layout; `torch.compile` with freezing does the same kind of rewriting inside PyTorch, so the two
-# usually end close together, and which one wins is a property of this CPU and these library
-# versions (the ratio above, with its interval, says whether this run can tell them apart). Eager
-# channels_last on its own changes the layout without the fusions.
+# layout; the two lines above split ONNX Runtime's gain between them, with intervals. The fair
+# baseline for a runtime is PyTorch at its best, compiled with freezing, which does the same kind
+# of rewriting; the second claim reads that comparison. Eager channels_last alone changes the
+# layout without any fusion.
 #
 # **ONNX Runtime's own profiler** answers the question of section 2 inside the engine: which of its
 # operators take the time. `SessionOptions.enable_profiling = True` makes the session write a JSON
@@ -740,8 +759,9 @@ ort_profile.round(2)
 # Speed per call is half of the deployment question; the other half is what a new process needs
 # before its first answer. Three routes:
 # - **ONNX Runtime** needs no PyTorch at all (a smaller install); creating a session runs its graph
-#   optimizations on every start, unless the optimized model was saved once
-#   (`optimized_model_filepath`, as section 3.3 did) and loaded with optimizations off.
+#   optimizations on every start. A model optimized once and saved at the extended level
+#   (`optimized_model_filepath`, as section 3.3 did; a saved layout would tie the file to one CPU)
+#   can be loaded with the layout level still on, so that only the CPU-specific step runs at load.
 # - **`torch.compile`** needs PyTorch and a C++ compiler (Triton on a GPU) in the serving process,
 #   and compiles at the first call of every new process: cold on a new machine, warm where
 #   Inductor's cache directory survived (chapter 3 measures both, and the remedies).
@@ -758,30 +778,29 @@ pd.Series({f"ONNX Runtime session, level {level}": f"{seconds:.2f} s" for level,
           name="start-up on this machine").to_frame()
 
 # %% [markdown]
-# AOTInductor's own compile takes tens of seconds on a small CPU (it builds a shared library with the
-# C++ compiler), more than this chapter's time budget allows, so it is opt-in: set the flag to
-# `True` to compile the package, load it, check it against eager and time the load.
+# AOTInductor's own compile builds a shared library with the C++ compiler, which takes longer than
+# this chapter's time budget allows on a small CPU, so it is opt-in: set the flag to `True` to
+# compile the package, load it, check it against eager and add its load time to the table above.
+# The two functions it calls (a unit test runs them on a small model):
 
 # %% tags=["nbval-ignore-output"]
-RUN_AOT_INDUCTOR = False  # True: compile ResNet-18 ahead of time (tens of seconds, a few hundred MB)
+display(show_source(compile_package))
+show_source(load_package)
+
+# %% tags=["nbval-ignore-output"]
+RUN_AOT_INDUCTOR = False  # True: compile ResNet-18 ahead of time (longer than the chapter's budget, a few hundred MB)
 if not RUN_AOT_INDUCTOR:
     print("AOTInductor skipped (RUN_AOT_INDUCTOR = False): set it to True to compile, load and check the package.")
 else:
-    start = time.perf_counter()
-    exported = torch.export.export(resnet, (resnet_example,), dynamic_shapes={"x": {0: batch}})
-    with torch._inductor.config.patch(freezing=True):
-        package = torch._inductor.aoti_compile_and_package(exported, package_path=str(WORK / "resnet18.pt2"))
-    aot_compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    aot_resnet = torch._inductor.aoti_load_package(package)
-    aot_load_s = time.perf_counter() - start
+    aot_path = WORK / "resnet18.pt2"
+    aot_compile_s = compile_package(resnet, resnet_example, aot_path, dynamic_shapes={"x": {0: batch}})
+    aot_resnet, aot_load_s = load_package(aot_path)
     with torch.no_grad():
         aot_parity = parity(resnet(resnet_example), aot_resnet(resnet_example))
-    assert aot_parity["largest difference"] <= aot_parity["tolerance"], "the AOTInductor package disagrees"
-    print(f"AOTInductor: compiled ahead of time in {aot_compile_s:.1f} s; loaded in {aot_load_s:.2f} s; "
-          f"largest difference from eager {aot_parity['largest difference']:.1e} (tolerance "
-          f"{aot_parity['tolerance']:.1e})")
-    del exported, aot_resnet
+    assert aot_parity["largest difference"] <= aot_parity["tolerance"], "the AOTInductor package disagrees with eager"
+    print(f"AOTInductor: compiled ahead of time in {aot_compile_s:.1f} s (once, before deployment); loaded in "
+          f"{aot_load_s:.2f} s; largest difference from eager {aot_parity['largest difference']:.1e}")
+    del aot_resnet
     release_freed_memory()
 
 # %% [markdown]
@@ -868,8 +887,8 @@ print("Every convolution became an int8 QLinearConv in both files." if not unfus
 fused_table
 
 # %% [markdown]
-# **Which convolutions stayed float, and why.** On x86, ONNX Runtime's int8 convolution kernels
-# take unsigned activations, and a fused convolution's input and output must share a type. So for
+# **Which convolutions stayed float, and why.** ONNX Runtime's x86 builds do not fuse convolutions
+# with signed activations, and a fused convolution's input and output must share a type. So for
 # an S8S8 file the session first rewrites each signed QuantizeLinear/DequantizeLinear pair as
 # unsigned (same values, zero point moved up by 128), but **only where a single node reads the
 # quantized tensor**. A tensor read by two nodes (the session gives each reader its own
@@ -987,16 +1006,18 @@ print("ResNet-18, int8 static: "
 # %% [markdown]
 # ### 3.7 The runtime widget: latency against throughput
 # The tables above measured one batch size on one thread. A service chooses both: a larger batch
-# raises throughput (images per second) and the wait of every request in it (latency), and a
-# second thread helps some runtimes more than others. Pick a runtime and a thread count; the widget
-# measures it at every batch size in alternating rounds. (The compiled model is not offered: it
-# compiles once per batch size, seconds and a few hundred MB each: section 3.8 shows why.)
+# amortizes fixed costs per call over more images (throughput) and makes every request in it wait
+# for the whole batch (latency), and a second thread helps some runtimes more than others. Pick a
+# runtime and a thread count; the widget measures it at every batch size in alternating rounds.
+# (The compiled model is not offered: it compiles once per batch size, seconds and a few hundred MB
+# each: section 3.8 shows why.) First the default setting, measured and drawn:
 
 # %%
 RUNTIMES = ["eager", "eager, channels_last", "ONNX Runtime", "ONNX Runtime int8 (static, U8S8)"]
 WIDGET_BATCHES = (1, 2, 4, 8, 16)
 RUNTIME_FILES = {"ONNX Runtime": resnet_onnx, "ONNX Runtime int8 (static, U8S8)": resnet_int8["int8 static, U8S8"]}
 widget_sessions = {("ONNX Runtime", 1): resnet_session}  # (runtime, threads) -> a session, made on first use
+widget_models = {"eager": resnet, "eager, channels_last": copy.deepcopy(resnet).to(memory_format=torch.channels_last)}
 
 
 def runtime_call(runtime: str, threads: int, images: torch.Tensor) -> object:
@@ -1008,9 +1029,8 @@ def runtime_call(runtime: str, threads: int, images: torch.Tensor) -> object:
         return lambda: session.run(None, {"x": array})
     if runtime == "eager, channels_last":
         images = images.contiguous(memory_format=torch.channels_last)
-        model = resnet.to(memory_format=torch.channels_last)
-        return lambda: model(images)
-    return lambda: resnet.to(memory_format=torch.contiguous_format)(images)
+    model = widget_models[runtime]
+    return lambda: model(images)
 
 
 def throughput_curve(runtime: str, threads: int) -> pd.DataFrame:
@@ -1022,7 +1042,6 @@ def throughput_curve(runtime: str, threads: int) -> pd.DataFrame:
             timings = measure_interleaved(calls, rounds=3, min_run_time=0.15, warmup=1)
     finally:
         torch.set_num_threads(1)
-        resnet.to(memory_format=torch.contiguous_format)
     table = pd.DataFrame({"latency (ms)": {batch: timing.median_ms for batch, timing in timings.items()}})
     table["images per second"] = table.index / (table["latency (ms)"] / 1e3)
     table.index.name = f"batch ({runtime}, {threads} thread{'s' * (threads > 1)})"
@@ -1030,14 +1049,22 @@ def throughput_curve(runtime: str, threads: int) -> pd.DataFrame:
 
 
 # %% tags=["nbval-ignore-output"]
-live_control(throughput_curve,
+default_curve = throughput_curve("ONNX Runtime", 1)
+plot_sweep(list(WIDGET_BATCHES), {"latency": default_curve["latency (ms)"],
+                                  "throughput": default_curve["images per second"]},
+           xlabel="batch size", ylabels={"latency": "ms per batch", "throughput": "images per second"},
+           hardware=hw.cpu_label, title="ResNet-18 in ONNX Runtime, one thread")
+
+# %% tags=["nbval-ignore-output"]
+live_control(throughput_curve, initial=default_curve,
              runtime=widgets.ToggleButtons(options=RUNTIMES, value="ONNX Runtime", description="runtime"),
              threads=widgets.ToggleButtons(options=sorted({1, min(2, os.cpu_count() or 1)}), value=1,
                                            description="threads"))
 
 # %% [markdown]
-# Things to try: for each runtime, find the batch past which throughput stops growing while latency
-# still grows; then switch to two threads and compare the gain at batch 1 with that at batch 16.
+# Things to try: does throughput grow with the batch on this CPU, or is one thread already busy at
+# batch 1 (where a GPU, with far more parallel units, would keep gaining)? Then switch to two
+# threads and compare the gain at batch 1 with that at batch 16.
 #
 # ### 3.8 When `torch.compile` misbehaves: recompiles and graph breaks
 # A compiled model that runs slower than expected is often one that compiles again and again, or
@@ -1158,11 +1185,9 @@ if releases:
 # file's content, the batch range, the TensorRT version and the GPU: a retrained model never
 # reuses a stale plan.
 #
-# **Which tolerance?** Section 3.2's rule, with fp16's unit roundoff $2^{-11}$, allows about two
-# thirds of the logits' scale (the cell computes it): a worst-case bound linear in depth accepts
-# almost anything in fp16, so it cannot serve as a test. The yardstick is measured instead: how far
-# eager fp16 PyTorch lands from a true fp32 reference (the CPU's logits, no TF32), times a small
-# factor. Polygraphy (`polygraphy run model.onnx --trt --onnxrt`) makes such comparisons from the
+# **Which tolerance?** Section 3.2's rule was derived for fp32; what it gives in fp16 is Exercise
+# 2's question. The yardstick here is measured instead: how far eager fp16 PyTorch lands from a true
+# fp32 reference (the CPU's logits, no TF32), times a small factor, at each shape of the profile. Polygraphy (`polygraphy run model.onnx --trt --onnxrt`) makes such comparisons from the
 # command line. The baselines are PyTorch at its best in fp16: channels_last, and `torch.compile`
 # with and without CUDA graphs, since eager at small batches is bound by launching kernels.
 
@@ -1196,32 +1221,29 @@ else:
         print(f"built {plan_path.name} in {time.perf_counter() - start:.0f} s")
     engine = EngineRunner(plan_path)
 
-    # 3. Parity. The reference is true fp32: the CPU's logits (CUDA's defaults would allow TF32 convolutions).
-    #    The yardstick is empirical, as in Polygraphy's comparisons: the engine may differ from fp32 by at most
-    #    FACTOR times what eager fp16 PyTorch differs by. Section 3.2's rule, computed with fp16's unit
-    #    roundoff, is printed beside it to show why it cannot serve here.
+    # 3. Parity at the profile's three shapes. The reference is true fp32: the CPU's logits (CUDA's defaults would
+    #    allow TF32 convolutions). The yardstick is empirical, as in Polygraphy's comparisons: the engine may differ
+    #    from fp32 by at most FACTOR times what eager fp16 PyTorch differs by, with a floor of fp16's resolution at
+    #    the logits' scale. (Untrained weights: the logits' margins are small, so changed predictions say little.)
     FACTOR = 4
-    with torch.inference_mode():
-        reference = resnet(resnet_example)
-        eager_fp16_logits = gpu_resnet(gpu_example).float().cpu()
-        tensorrt_logits = engine(gpu_example).float().cpu()
-    scale = reference.abs().max().item()
-    eager_error = (eager_fp16_logits - reference).abs().max().item()
-    tensorrt_error = (tensorrt_logits - reference).abs().max().item()
     u_fp16, K, layers = 2.0 ** -11, 4608, 20
-    linear_rule = u_fp16 * K ** 0.5 * layers  # as a share of the logits' scale
-    display(pd.DataFrame({
-        "largest difference from fp32": {"eager fp16": eager_error, "TensorRT fp16": tensorrt_error},
-        "share of the logits' scale": {"eager fp16": eager_error / scale, "TensorRT fp16": tensorrt_error / scale},
-        "predictions changed": {"eager fp16": int((eager_fp16_logits.argmax(1) != reference.argmax(1)).sum()),
-                                "TensorRT fp16": int((tensorrt_logits.argmax(1) != reference.argmax(1)).sum())},
-    }))
-    print(f"tolerance: {FACTOR} x eager fp16's difference = {FACTOR * eager_error:.4f} "
-          f"(logits up to {scale:.2f}). Section 3.2's rule with fp16's roundoff would allow {linear_rule:.2f} of the "
-          f"logits' scale ({linear_rule * scale:.2f}): an engine wrong by half the logits' size would pass it.")
-    assert tensorrt_error <= FACTOR * eager_error, (
-        f"TensorRT's logits differ from fp32 by {tensorrt_error:.4f}, more than {FACTOR}x eager fp16's "
-        f"{eager_error:.4f}: the engine does not compute what the model does")
+    linear_rule = u_fp16 * K ** 0.5 * layers  # section 3.2's rule in fp16, as a share of the logits' scale
+    parity_rows = {}
+    with torch.inference_mode():
+        for size in (1, RESNET_BATCH, 32):
+            images = resnet_example.repeat(4, 1, 1, 1)[:size]
+            reference = resnet(images)
+            scale = reference.abs().max().item()
+            eager_error = (gpu_resnet(images.cuda().half()).float().cpu() - reference).abs().max().item()
+            tensorrt_error = (engine(images.cuda().half()).float().cpu() - reference).abs().max().item()
+            parity_rows[size] = {"eager fp16 difference": eager_error, "TensorRT fp16 difference": tensorrt_error,
+                                 "tolerance": max(FACTOR * eager_error, 2 * u_fp16 * scale), "logits' scale": scale}
+    parity_gpu = pd.DataFrame.from_dict(parity_rows, orient="index").rename_axis("batch")
+    display(parity_gpu)
+    print(f"Section 3.2's rule with fp16's roundoff would allow {linear_rule:.2f} of the logits' scale: an engine "
+          "wrong by half the logits' size would pass it.")
+    assert (parity_gpu["TensorRT fp16 difference"] <= parity_gpu["tolerance"]).all(), (
+        "TensorRT's logits differ from fp32 by more than the tolerance: the engine does not compute what the model does")
 
     # 4. Speed at batch 8 against strong PyTorch baselines: channels_last (the layout fp16 convolutions want)
     #    and torch.compile, with and without CUDA graphs ("reduce-overhead": one launch for the whole network).
@@ -1289,23 +1311,30 @@ except ImportError as error:
     print(f"{type(error).__name__}: {error}")
 
 # %% [markdown]
-# - It profiles a single call, with no schedule: the first call of a fresh model pays one-time
-#   costs (oneDNN creates its kernel primitives for each new shape, the allocator grows; in a
-#   training loop like ours Adam also creates its state), so the profile shows a call that never
-#   recurs. The measurement, on our loop: the first step of a fresh model and optimizer, its data
-#   already prepared, against the steady steps that follow.
+# - It profiles a single call, with no schedule: that call pays the profiler's own start-up, and
+#   the first call of a new process or shape pays one-time costs too (oneDNN creates its kernel
+#   primitives for each new shape, the allocator grows; in a training loop like ours Adam creates
+#   its state), so the profile may show a call that never recurs. The measurement, on our loop (with Adam, which the article's snippet lacks): the first
+#   step of three fresh models, their data already prepared, against the median of steps 6 to 8.
 
 # %% tags=["nbval-ignore-output"]
-first_batches = cached_batches(digits.x_train, digits.y_train, BATCH)
-next(first_batches)  # the resize of the whole set happens here, not in the first step
-first_step = make_training_step(first_batches, batch_normalize, seed=1)
-step_times = []
-for _ in range(6):
-    start = time.perf_counter()
-    first_step()
-    step_times.append(1e3 * (time.perf_counter() - start))
-print(f"first step {step_times[0]:.1f} ms; steps 2 to 6: {', '.join(f'{t:.1f}' for t in step_times[1:])} ms; "
-      f"the first is {step_times[0] / min(step_times[1:]):.1f}x the fastest later one")
+first_ratios = []
+for seed in (1, 2, 3):  # three fresh models and optimizers
+    first_batches = cached_batches(digits.x_train, digits.y_train, BATCH)
+    next(first_batches)  # the resize of the whole set happens here, not in the first step
+    first_step = make_training_step(first_batches, batch_normalize, seed=seed)
+    step_times = []
+    for _ in range(8):
+        start = time.perf_counter()
+        first_step()
+        step_times.append(1e3 * (time.perf_counter() - start))
+    steady = sorted(step_times[5:])[1]  # the median of steps 6 to 8
+    first_ratios.append(step_times[0] / steady)
+    print(f"model {seed}: first step {step_times[0]:.1f} ms, steps 6 to 8 (median) {steady:.1f} ms")
+print(f"the first step costs {min(first_ratios):.1f}x to {max(first_ratios):.1f}x a steady one: "
+      + ("a first step that never recurs, which a profile of it alone would show." if min(first_ratios) > 1.3 else
+         "little here, since this process created the kernels for these shapes in section 2; the schedule's "
+         "warm-up still keeps out the profiler's own start-up, and in a new process the kernel set-up."))
 
 # %% [markdown]
 # - It records shapes and memory and exports only the Chrome trace, which holds them one event at a
@@ -1479,22 +1508,25 @@ my_rule_can_catch_a_wrong_export = False  # a wrong export moves the logits by ~
 check_fp16_tolerance("Exercise 2", my_fp16_tolerance, my_rule_can_catch_a_wrong_export)
 
 # %% [markdown]
-# **Exercise 3 (which convolutions stay float?).** Section 3.6 found ResNet-18's S8S8 file with
-# some convolutions left in float on this CPU, and why. Quantize the digits CNN of section 2
-# (`small_cnn((16, 32, 64))`: three stages of convolution, batch norm, ReLU and 2x2 max pooling,
-# then global pooling and a Linear layer, on 1x16x16 images) the same way: static, QDQ, per-channel
-# int8 weights, signed int8 activations (S8S8). How many of its three convolutions will the session
-# leave in float on this CPU? Predict it from the rule, before you look at any graph. The check
-# quantizes `digits_onnx` (section 3.1) in a temporary folder, reads the session's optimized graph
-# and counts them.
+# **Exercise 3 (which convolutions stay float?).** A small network has four convolutions: a
+# **stem** (then ReLU); one residual block, `y = relu(block_b(relu(block_a(y))) + y)`, whose skip is
+# the identity; and a **last** convolution (then ReLU, global average pooling and a Linear layer).
+# Quantized like section 3.6's S8S8 file (static, QDQ, per-channel int8 weights, signed int8
+# activations), how many of the four will the session leave in float on this x86 CPU? Predict it
+# from the rule of section 3.6 before you look at any graph; the check exports the network,
+# quantizes it, reads the session's optimized graph and counts. (The source is
+# `helpers/ch07_tools/exercises.py: ResidualExercise`.)
 
 # %%
-my_float_convolutions = ...  # your prediction: a whole number from 0 to 3
-check_float_convolutions("Exercise 3", my_float_convolutions, digits_onnx)
+my_float_convolutions = ...  # your prediction: a whole number from 0 to 4
+check_float_convolutions("Exercise 3", my_float_convolutions)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
-my_float_convolutions = 0  # a chain without branches: every quantized tensor has one reader, so all become uint8
-check_float_convolutions("Exercise 3", my_float_convolutions, digits_onnx)
+# The stem's output is read by block_a and by the addition (two readers): the stem (which writes it) and block_a
+# (which reads it) stay float. block_b reads a tensor only it reads and writes one only the addition reads; the last
+# convolution reads the block's output, read by nothing else: both fuse.
+my_float_convolutions = 2
+check_float_convolutions("Exercise 3", my_float_convolutions)
 
 # %% [markdown]
 # **Exercise 4 (open: profile your own loop).** Take a training loop of yours, wrap its parts in
@@ -1523,13 +1555,14 @@ entries = [
     make_entry(7, "onnxruntime", metric="ResNet-18 latency, batch 8, one thread", unit="ms",
                baseline=runtime_timings["eager"].round_median_ms,
                optimized=runtime_timings["ONNX Runtime, all"].round_median_ms, higher_is_better=False,
-               hardware=hw.cpu_label, claim=ort_claim, compared_with="eager PyTorch fp32",
+               hardware=hw.cpu_label, claim=ort_claim, compared_with="eager PyTorch fp32 (not the fair baseline: see "
+               "onnxruntime_vs_compiled)",
                extras={"extended_level_ms": runtime_table.loc["ONNX Runtime, extended", "median_ms"],
                        "optimizations_off_ms": runtime_table.loc["ONNX Runtime, off", "median_ms"]}),
     make_entry(7, "onnxruntime_vs_compiled", metric="ResNet-18 latency, batch 8, one thread", unit="ms",
                baseline=runtime_timings["compiled + freezing"].round_median_ms,
                optimized=runtime_timings["ONNX Runtime, all"].round_median_ms, higher_is_better=False,
-               hardware=hw.cpu_label, ratio=versus_compiled, compared_with="PyTorch fp32, compiled with freezing"),
+               hardware=hw.cpu_label, claim=compiled_claim, compared_with="PyTorch fp32, compiled with freezing"),
     make_entry(7, "onnxruntime_int8_static", metric="ResNet-18 latency, batch 8, one thread", unit="ms",
                baseline=int8_timings["fp32"].round_median_ms,
                optimized=int8_timings["int8 static, U8S8"].round_median_ms, higher_is_better=False,

@@ -19,8 +19,10 @@ def error_html(error: BaseException) -> HTML:
     return HTML(f'<p style="color:#b00020"><b>Could not run this setting:</b> {type(error).__name__}: {error}</p>')
 
 
-def live_control(render: Callable[..., object], **controls: widgets.ValueWidget) -> widgets.VBox:
-    """Controls above an output area; render(**values) runs now and after every change."""
+def live_control(render: Callable[..., object], *, initial: object = None,
+                 **controls: widgets.ValueWidget) -> widgets.VBox:
+    """Controls above an output area; render(**values) runs now (or shows `initial`, a result already made for
+    the controls' current values) and after every change."""
     require_callable("render", render)
     if not controls:
         raise ValueError("live_control needs at least one control, e.g. batch_size=IntSlider(...)")
@@ -46,6 +48,9 @@ def live_control(render: Callable[..., object], **controls: widgets.ValueWidget)
 
     for control in controls.values():
         control.observe(refresh, names="value")
-    refresh()
+    if initial is None:
+        refresh()
+    else:
+        output.append_display_data(initial)
     row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
     return widgets.VBox([row, output])

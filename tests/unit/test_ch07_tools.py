@@ -403,12 +403,14 @@ def test_float_convolution_check_quantizes_live_and_cleans_up(branching, exporte
     path, _ = branching
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # every temporary folder goes here
     assert float_convolution_count(exported[1]) == 0  # one convolution, no branch: fused
-    assert check_float_convolutions("t", 3, path).passed
-    assert not check_float_convolutions("t", 2, path).passed and not check_float_convolutions("t", ..., path).passed
-    assert not check_float_convolutions("t", True, path).passed and not check_float_convolutions("t", 3.0, path).passed
+    assert float_convolution_count(path) == 3  # the stem writes, the two branches read, a tensor with two readers
+    # Exercise 3's block: the stem writes and block_a reads the block's input (two readers); block_b and last fuse.
+    assert check_float_convolutions("t", 2).passed
+    assert not check_float_convolutions("t", 1).passed and not check_float_convolutions("t", ...).passed
+    assert not check_float_convolutions("t", True).passed and not check_float_convolutions("t", 2.0).passed
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="no ONNX model"):
-        check_float_convolutions("t", 0, tmp_path / "missing.onnx")
+        float_convolution_count(tmp_path / "missing.onnx")
 
 
 def test_tensorrt_is_reported_missing_without_a_gpu(monkeypatch):
@@ -666,3 +668,23 @@ def test_resnet18_is_torchvision_resnet18():
         assert torch.equal(ours(images), theirs(images))
     with pytest.raises(ValueError):
         ResNet18(num_classes=0)
+
+
+@pytest.mark.slow
+def test_an_aot_package_compiles_loads_and_matches_eager_at_any_batch(tmp_path):
+    from helpers.ch07_tools.deployment import compile_package, load_package
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    seconds = compile_package(model, torch.rand(4, 8), tmp_path / "tiny.pt2", dynamic_shapes={"input": {0: batch}})
+    loaded, load_seconds = load_package(tmp_path / "tiny.pt2")
+    assert seconds > 0 and load_seconds > 0
+    for size in (1, 4, 9):
+        x = torch.rand(size, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\.pt2"):
+        compile_package(model, torch.rand(4, 8), tmp_path / "tiny.so")
+    with pytest.raises(ValueError, match="no AOTInductor package"):
+        load_package(tmp_path / "missing.pt2")

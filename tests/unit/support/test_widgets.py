@@ -16,6 +16,16 @@ def test_live_control_renders_now_and_on_every_change():
     assert isinstance(box, widgets.VBox)
 
 
+def test_live_control_shows_an_initial_result_without_rendering_it_again():
+    calls = []
+    slider = widgets.IntSlider(value=1, min=0, max=3)
+    box = live_control(lambda n: calls.append(n) or pd.DataFrame({"n": [n]}), initial=pd.DataFrame({"n": [1]}),
+                       n=slider)
+    assert calls == [] and "text/html" in box.children[1].outputs[0]["data"]
+    slider.value = 2
+    assert calls == [2]
+
+
 def test_live_control_shows_an_error_message_instead_of_a_traceback():
     def render(ratio):
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
