@@ -679,7 +679,7 @@ def test_an_aot_package_compiles_loads_and_matches_eager_at_any_batch(tmp_path):
     batch = torch.export.Dim("batch", min=1, max=64)
     seconds = compile_package(model, torch.rand(4, 8), tmp_path / "tiny.pt2", dynamic_shapes={"input": {0: batch}})
     loaded, load_seconds = load_package(tmp_path / "tiny.pt2")
-    assert seconds > 0 and load_seconds > 0
+    assert load_seconds < seconds / 5  # loading a package is not compiling it
     for size in (1, 4, 9):
         x = torch.rand(size, 8)
         with torch.no_grad():
