@@ -34,6 +34,11 @@ STOP_GRACE_S = 5.0
 # fragments: each rank kept about 180 MB it no longer used (measured: the FSDP2 job, 2 ranks, 4 x 1024 MLP). A fixed
 # threshold makes every block of 128 KiB or more a mapping of its own, returned to the system when it is freed.
 ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+# torchrun's agents share one key-value store across restarts, and the failed attempt's keys stay in it: a
+# restarted rank can read the address of a dead peer, or (when only some nodes counted a restart) wait for keys
+# that the others write elsewhere, a hang (pytorch/pytorch#135712, #167288). With this setting worker rank 0
+# hosts a fresh store on a new port in every rendezvous round. Chapter 5, section 7.2 describes both (the tests run them).
+RESTART_SETTINGS = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 @dataclass
@@ -85,12 +90,16 @@ def torchrun_command(module: str, *, nproc_per_node: int, args: list[str] = (), 
             f"--max-restarts={max_restarts}", *logs, "-m", module, *map(str, args)]
 
 
-def job_environment(threads_per_process: int | None) -> dict[str, str]:
-    """This process's environment with OMP_NUM_THREADS set on purpose (None: leave it to torchrun)."""
-    env = {**os.environ, "KINETO_LOG_LEVEL": "5", "PYTHONUNBUFFERED": "1", **ALLOCATOR_SETTINGS}
+def job_environment(threads_per_process: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with OMP_NUM_THREADS set on purpose (None: leave it to torchrun), plus `extra`."""
+    env = {**os.environ, "KINETO_LOG_LEVEL": "5", "PYTHONUNBUFFERED": "1", **ALLOCATOR_SETTINGS, **RESTART_SETTINGS}
     env.pop("OMP_NUM_THREADS", None)
     if threads_per_process is not None:
         env["OMP_NUM_THREADS"] = str(require_int("threads_per_process", threads_per_process, minimum=1))
+    for name, value in require_instance("env", extra or {}, dict).items():
+        if not (isinstance(name, str) and isinstance(value, str)):
+            raise TypeError(f"env maps variable names to strings, got {name!r}: {value!r}")
+        env[name] = value
     return env
 
 
@@ -173,7 +182,7 @@ def run_commands(commands: list[list[str]], *, env: dict[str, str], timeout_s: f
     return max((proc.returncode for proc in procs), key=abs), lines
 
 
-def _launch(module: str, commands_for, *, args, threads_per_process, timeout_s, echo, check) -> JobRun:
+def _launch(module: str, commands_for, *, args, threads_per_process, env, timeout_s, echo, check) -> JobRun:
     """Shared body of launch() and launch_nodes(): a result file, the commands, the run, the result."""
     require_number("timeout_s", timeout_s, strictly_positive=True)
     args = [str(a) for a in require_instance("args", args, (list, tuple))]
@@ -181,7 +190,7 @@ def _launch(module: str, commands_for, *, args, threads_per_process, timeout_s, 
         result_path = Path(folder) / "result.json"
         commands = commands_for([*args, "--result", str(result_path)], Path(folder) / "logs")
         start = time.perf_counter()
-        code, lines = run_commands(commands, env=job_environment(threads_per_process), timeout_s=timeout_s,
+        code, lines = run_commands(commands, env=job_environment(threads_per_process, env), timeout_s=timeout_s,
                                    echo=echo)
         run = JobRun(commands, code, lines, wall_s=time.perf_counter() - start)
         if result_path.exists():
@@ -194,20 +203,21 @@ def _launch(module: str, commands_for, *, args, threads_per_process, timeout_s, 
 
 
 def launch(module: str, *, nproc: int = 2, args: list = (), max_restarts: int = 0, threads_per_process: int | None = 1,
-           timeout_s: float = 120, echo: bool = True, check: bool = True) -> JobRun:
+           env: dict[str, str] | None = None, timeout_s: float = 300, echo: bool = True, check: bool = True) -> JobRun:
     """Run `torchrun --standalone --nproc-per-node=nproc -m module args --result FILE` and return its JobRun.
 
-    threads_per_process sets OMP_NUM_THREADS (None leaves it to torchrun); check raises on a failed job.
+    threads_per_process sets OMP_NUM_THREADS (None leaves it to torchrun); env adds environment variables
+    (TORCH_DISTRIBUTED_DEBUG, ...); check raises on a failed job.
     """
     def commands(full_args, log_dir):
         return [torchrun_command(module, nproc_per_node=nproc, args=full_args, max_restarts=max_restarts,
                                  log_dir=log_dir)]
-    return _launch(module, commands, args=args, threads_per_process=threads_per_process, timeout_s=timeout_s,
+    return _launch(module, commands, args=args, threads_per_process=threads_per_process, env=env, timeout_s=timeout_s,
                    echo=echo, check=check)
 
 
-def launch_nodes(module: str, *, nodes: int = 2, nproc_per_node: int = 1, args: list = (),
-                 threads_per_process: int | None = 1, timeout_s: float = 120, echo: bool = True,
+def launch_nodes(module: str, *, nodes: int = 2, nproc_per_node: int = 1, args: list = (), max_restarts: int = 0,
+                 threads_per_process: int | None = 1, env: dict[str, str] | None = None, timeout_s: float = 300, echo: bool = True,
                  check: bool = True) -> JobRun:
     """Run the job as `nodes` torchrun agents on 127.0.0.1 that meet by c10d rendezvous on a free port."""
     require_int("nodes", nodes, minimum=2)
@@ -215,6 +225,6 @@ def launch_nodes(module: str, *, nodes: int = 2, nproc_per_node: int = 1, args: 
 
     def commands(full_args, log_dir):
         return [torchrun_command(module, nproc_per_node=nproc_per_node, args=full_args, nnodes=nodes,
-                                 rdzv_endpoint=endpoint, log_dir=log_dir / f"node{n}") for n in range(nodes)]
-    return _launch(module, commands, args=args, threads_per_process=threads_per_process, timeout_s=timeout_s,
+                                 max_restarts=max_restarts, rdzv_endpoint=endpoint, log_dir=log_dir / f"node{n}") for n in range(nodes)]
+    return _launch(module, commands, args=args, threads_per_process=threads_per_process, env=env, timeout_s=timeout_s,
                    echo=echo, check=check)

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib as mpl
 import numpy as np
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from helpers.ch05_distributed.comm_model import AlphaBeta
-import pandas as pd
-
 from helpers.support.plots import VARIANT_COLOR, title_with_hardware
+
+OVERLAP_STYLES = ("-", "--")  # the first table of a set: solid; the second: dashed
+
+
+def _plain_log_axis(axis: Axis, subs: Sequence[float] = (1.0,)) -> None:
+    """Log-scale ticks at `subs` of each decade, labelled as plain numbers (40, not 4 x 10^1)."""
+    axis.set_major_locator(ticker.LogLocator(subs=subs))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_allreduce_fit(sizes_bytes: Sequence[int], seconds: Sequence[Sequence[float]], fit: AlphaBeta, *, world: int,
@@ -28,38 +41,65 @@ def plot_allreduce_fit(sizes_bytes: Sequence[int], seconds: Sequence[Sequence[fl
     left.plot(smooth, model * 1e6, color="black", label=f"fit: alpha {fit.latency_s * 1e6:.0f} us, "
               f"beta {fit.bandwidth_bytes_per_s / 1e9:.2f} GB/s")
     right.plot(smooth, 2 * (world - 1) / world * smooth / model / 1e9, color="black")
-    right.axhline(fit.bandwidth_bytes_per_s / 1e9, linestyle=":", color="gray", label="beta (the limit)")
-    for ax, label in ((left, "time per all-reduce (us)"), (right, "bus bandwidth (GB/s)")):
+    right.axhline(fit.bandwidth_bytes_per_s / 1e9, linestyle=":", color="gray", label="beta (fitted asymptote)")
+    # each legend in the corner its curves leave empty: small messages cost little, large ones reach beta
+    for ax, label, corner in ((left, "time per all-reduce (us)", "upper left"),
+                              (right, "bus bandwidth (GB/s)", "lower right")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
         ax.set_xlabel("message size (bytes)")
         ax.set_ylabel(label)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc=corner)
     title_with_hardware(fig, f"All-reduce of fp32 tensors between {world} processes", hardware)
     return fig
 
 
-def plot_scaling(tables: Mapping[str, pd.DataFrame], measured: Mapping[int, float], *, hardware: str) -> Figure:
-    """Predicted step time and efficiency against workers, one line per link (solid: with overlap)."""
-    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
-    time_ax, eff_ax = fig.subplots(1, 2)
-    colors = dict(zip(sorted({link for t in tables.values() for link in t["link"]}),
-                      ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]))
-    for style, table in zip(("-", "--"), tables.values()):
+def _draw_links(time_ax: Axes, efficiency_ax: Axes, tables: Mapping[str, pd.DataFrame],
+                colors: Mapping[str, str]) -> None:
+    """One line per link in both panels: the first table solid, the second dashed."""
+    for style, table in zip(OVERLAP_STYLES, tables.values()):
         for link, rows in table.groupby("link", sort=False):
-            time_ax.plot(rows["workers"], rows["step (ms)"], style, color=colors[link],
-                         label=link if style == "-" else None)
-            eff_ax.plot(rows["workers"], rows["efficiency"], style, color=colors[link])
-    time_ax.scatter(list(measured), [v * 1e3 for v in measured.values()], color="black", zorder=3,
-                    label="measured here (N = 1 is the compute the model starts from; N = 2 tests it)")
-    for ax, label in ((time_ax, "step time per worker (ms)"), (eff_ax, "scaling efficiency")):
+            time_ax.plot(rows["workers"], rows["step (ms)"], style, color=colors[link])
+            efficiency_ax.plot(rows["workers"], rows["efficiency"], style, color=colors[link])
+
+
+def _label_axes(time_ax: Axes, efficiency_ax: Axes) -> None:
+    """Workers on a log-2 axis, step time in plain ms on a log axis, efficiency in percent."""
+    for ax, label in ((time_ax, "step time per worker (ms)"), (efficiency_ax, "scaling efficiency")):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.set_xlabel("workers (each with the same per-worker batch)")
         ax.set_ylabel(label)
     time_ax.set_yscale("log")
-    eff_ax.set_ylim(0, 1.05)
-    time_ax.legend(fontsize=7)
-    eff_ax.text(0.02, 0.03, " / ".join(f"{'solid' if s == '-' else 'dashed'}: {name}"
-                                       for s, name in zip(("-", "--"), tables)), transform=eff_ax.transAxes, fontsize=8)
+    _plain_log_axis(time_ax.yaxis, subs=(1.0, 2.0, 5.0))
+    efficiency_ax.set_ylim(0, 1.05)
+    efficiency_ax.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1))
+
+
+def plot_scaling(tables: Mapping[str, pd.DataFrame], measured: Mapping[int, float], *, hardware: str,
+                 title: str = "", gpu_tables: Mapping[str, pd.DataFrame] | None = None,
+                 gpu_title: str = "") -> Figure:
+    """Predicted step time and efficiency against workers, one line per link (solid: first table, e.g. with overlap).
+
+    The top row draws `tables` and the `measured` step times (seconds by worker count); gpu_tables, when
+    given, draw a second row, titled gpu_title. The legend sits under the panels, clear of every line.
+    """
+    rows = [(tables, title)] + ([(gpu_tables, gpu_title)] if gpu_tables else [])
+    links = dict.fromkeys(link for group, _ in rows for table in group.values() for link in table["link"])
+    colors = dict(zip(links, mpl.colormaps["tab10"].colors))
+    fig = Figure(figsize=(9.5, 1.2 + 3.0 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    for (group, row_title), (time_ax, efficiency_ax) in zip(rows, axes):
+        _draw_links(time_ax, efficiency_ax, group, colors)
+        _label_axes(time_ax, efficiency_ax)
+        time_ax.set_title(row_title, loc="left", fontsize=9)
+    axes[0][0].scatter(list(measured), [v * 1e3 for v in measured.values()], color="black", zorder=3)
+    handles = [Line2D([], [], color=color, label=link) for link, color in colors.items()]
+    handles += [Line2D([], [], color="gray", linestyle=style, label=name)
+                for style, name in zip(OVERLAP_STYLES, tables)]
+    handles.append(Line2D([], [], color="black", marker="o", linestyle="",
+                          label="measured here (N = 1: the compute the model starts from; N = 2 tests it)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     title_with_hardware(fig, "Data-parallel step predicted by the alpha-beta model", hardware)
     return fig

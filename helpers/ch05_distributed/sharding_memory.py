@@ -36,3 +36,15 @@ def workers_needed(parameters: float, memory_bytes: float, precision: str) -> in
     require_number("memory_bytes", memory_bytes, strictly_positive=True)
     total = parameters * bytes_per_parameter(precision, "DDP (replicated)", 1)
     return math.ceil(total / memory_bytes)
+
+
+def least_sharded_stage(parameters: float, memory_bytes: float, activation_bytes: float, precision: str,
+                        workers: int) -> str | None:
+    """The first stage (DDP, then ZeRO-1, 2, 3) whose training state plus the activations fits one worker; else None."""
+    require_number("parameters", parameters, strictly_positive=True)
+    require_number("memory_bytes", memory_bytes, strictly_positive=True)
+    require_number("activation_bytes", activation_bytes, minimum=0)
+    for stage in STAGES:
+        if parameters * bytes_per_parameter(precision, stage, workers) + activation_bytes <= memory_bytes:
+            return stage
+    return None

@@ -4,6 +4,7 @@ ledger number: an entry's speed-up as `ratio_text` formats it, or the size ratio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from IPython.display import Markdown
@@ -29,12 +30,13 @@ CATALOG = {
     "fused_adamw": ("throughput", "the fused AdamW step"),
     "dataloader_workers": ("throughput", "DataLoader workers"),
     "memory_cache": ("throughput", "a decoded in-memory cache"),
-    "allreduce_bandwidth": ("communication", "bucketed all-reduce (why DDP buckets)"),
+    "ddp_buckets": ("communication", "DDP's gradient buckets, against one all-reduce per tensor"),
     "ddp_two_processes": ("throughput", "DDP with two processes on one machine"),
     "no_sync_accumulation": ("communication", "no_sync during gradient accumulation"),
-    "bf16_compress_hook": ("communication", "bf16 gradient compression"),
+    "bf16_compress_hook": ("communication", "bf16 gradient compression, against the same fp32 hook"),
     "omp_one_thread_per_process": ("throughput", "one OpenMP thread per DDP process"),
-    "fsdp2_memory": ("memory", "FSDP2 sharding"),
+    "fsdp2_memory": ("memory", "FSDP2 sharding (accounted bytes per rank)"),
+    "fsdp2_step": ("memory", "FSDP2's step time, against DDP (the price of sharding)"),
     "pseudo_labelling": ("accuracy", "pseudo-labels from a teacher on unlabelled images"),
     "knowledge_distillation": ("accuracy", "distillation into a small student, against pseudo-labels"),
     "compile_freezing_teacher": ("latency", "torch.compile with freezing, against eager (a CNN at batch 64)"),
@@ -58,11 +60,13 @@ CATALOG = {
 
 
 def ratio_text(entry: dict) -> str:
-    """An entry's number as the guide prints it: median and, where measured in rounds, its 95% interval."""
+    """An entry's number as the guide prints it: median and, where measured in rounds, its interval (a 95%
+    interval from 8 rounds up; below, the range of the rounds, and said so)."""
     text = f"{entry['speedup']:.2f}x"
     if entry.get("speedup_interval"):
         low, high = entry["speedup_interval"]
-        text += f" ({low:.2f} to {high:.2f}x)"
+        ranged = re.search(r"range of \d+ rounds", entry.get("kind", ""))
+        text += f" ({ranged.group(0) + ': ' if ranged else ''}{low:.2f} to {high:.2f}x)"
     return text
 
 
@@ -88,7 +92,9 @@ def likely_reason(technique: str, hardware: HardwareReport) -> str:
         return "weight-only int8 converts weights back to float before each matmul: it saves bytes, not arithmetic"
     if technique == "torch_compile_freezing":
         return "against compile alone, freezing mainly enables the int8 fusions (chapter 6)"
-    return "see that chapter's verdict text"
+    if technique == "fsdp2_step":
+        return "it is the price of FSDP2's memory saving: its gathers, copies and hooks (chapter 5, section 5.5)"
+    return "not measured here: read the reading under that chapter's measurement"
 
 
 def _line(entry: dict, goal: str) -> str:
@@ -102,18 +108,35 @@ def _line(entry: dict, goal: str) -> str:
     return f"{what}: {ratio_text(entry)} on {entry['metric']}{size_text} (chapter {entry['chapter']})"
 
 
+def reading(entry: dict, goal: str) -> str:
+    """Where a result belongs in the guide (GUIDE section 5): 'paid' (a time ratio that gained, and whose claim, if
+    judged, holds), 'inconclusive', 'did not pay', or 'accounted' (an exact ratio: a size, bytes or a count, true by
+    construction and no speed-up; under the size goal, a size is what is asked for and counts as paid)."""
+    if entry.get("kind", "").startswith("exact"):
+        return "paid" if goal == "size" and entry["gain"] == "gain" else "accounted"
+    verdict = entry.get("verdict", "")
+    if verdict == "inconclusive" or entry["gain"] == "inconclusive":
+        return "inconclusive"
+    if entry["gain"] == "gain" and verdict in ("", "holds"):
+        return "paid"
+    return "inconclusive" if entry["gain"] == "gain" else "did not pay"
+
+
 def sure_gain(entry: dict) -> float:
     """How sure a gain is: its interval's lower bound; exact results (no rounds) rank after every measured one."""
     return entry["speedup_interval"][0] if entry.get("speedup_interval") else 0.0
 
 
+READINGS = ("paid", "inconclusive", "did not pay", "accounted")
+
+
 def guide_sections(entries: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
-    """Entries by goal, then 'paid' (surest gain first; size by its ratio) and 'did not pay'. Every result with a
-    size ratio also appears under size."""
-    sections: dict[str, dict[str, list[dict]]] = {goal: {"paid": [], "did not pay": []} for goal in (*GOALS, "other")}
+    """Entries by goal, then by their reading (READINGS; 'paid' surest gain first, size by its ratio). Every result
+    with a size ratio also appears under size."""
+    sections: dict[str, dict[str, list[dict]]] = {goal: {r: [] for r in READINGS} for goal in (*GOALS, "other")}
     for entry in entries:
         goal = CATALOG.get(entry["technique"], ("other",))[0]
-        sections[goal]["paid" if entry["gain"] == "gain" else "did not pay"].append(entry)
+        sections[goal][reading(entry, goal)].append(entry)
         if goal != "size" and (size_ratio(entry) or 0) > 1:
             sections["size"]["paid"].append(entry)
     for goal, parts in sections.items():
@@ -142,12 +165,15 @@ def decision_guide(entries: Sequence[dict], hardware: HardwareReport) -> Markdow
              f"on this machine ({len(entries) - len(here)} from other hardware left out). Each ratio is against its "
              "own baseline, named in its metric."]
     for goal, parts in guide_sections(here).items():
-        if not parts["paid"] and not parts["did not pay"]:
+        if not any(parts.values()):
             continue
         lines.append(f"\n**{goal.capitalize() if goal != 'other' else 'Other results'}**")
         if parts["paid"]:
             lines.append(f"- *Try first*: {_line(parts['paid'][0], goal)}.")
             lines += [f"- Also paid: {_line(entry, goal)}." for entry in parts["paid"][1:]]
+        lines += [f"- Inconclusive here (the interval, or the claim's threshold, leaves it open): {_line(entry, goal)}."
+                  for entry in parts["inconclusive"]]
         lines += [f"- Did not pay here: {_line(entry, goal)}; likely reason: "
                   f"{likely_reason(entry['technique'], hardware)}." for entry in parts["did not pay"]]
+        lines += [f"- Accounted, not timed: {_line(entry, goal)}." for entry in parts["accounted"]]
     return Markdown("\n".join(lines))

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers.ch08_capstone.class_report import class_report_html, hardware_group, read_class, read_participant
-from helpers.ch08_capstone.decision_guide import decision_guide, likely_reason, ratio_text
+from helpers.ch08_capstone.decision_guide import decision_guide, likely_reason, ratio_text, reading
 from helpers.ch08_capstone.exercises import check_latency_plan, check_plan_without
 from helpers.ch08_capstone.plots import plot_ledger, plot_waterfall
 from helpers.ch08_capstone.versions import installed_version
@@ -187,11 +187,22 @@ def test_every_number_in_the_decision_guide_is_a_ledger_number():
     numbers = set(re.findall(r"\d+\.\d+", text))  # every measured number has decimals; counts and chapters not
     assert numbers <= allowed, numbers - allowed
     assert "9.00x" not in text and "left out" in text  # the other machine's result is not used
-    assert "Try first*: torch.compile: 2.00x (1.80 to 2.20x)" in text  # surest gain: lower bound 1.8 beats 1.5
+    assert "Try first*: torch.compile: 2.00x (range of 5 rounds: 1.80 to 2.20x)" in text  # lower bound 1.8 beats 1.5
     assert "Try first*: the capstone's plan, all stages together: 12.0x smaller" in text
     assert "Also paid: static int8 with PT2E and freezing: 3.7x smaller" in text
     assert "Did not pay here: bf16 autocast" in text and "no native bf16" in text
-    assert "Other results" in text and "something_new" in text
+    assert "Other results" in text and "Accounted, not timed: something_new: 4.00x on bytes" in text
+
+
+def test_the_guide_reads_each_entry_as_guide_section_5_says():
+    timed = dict(kind="time ratio, median of round ratios (95% interval, 8 rounds)", gain="gain", verdict="")
+    assert reading(timed, "latency") == "paid"
+    assert reading(timed | {"verdict": "holds"}, "latency") == "paid"
+    assert reading(timed | {"verdict": "inconclusive"}, "latency") == "inconclusive"  # below the claimed threshold
+    assert reading(timed | {"gain": "inconclusive"}, "latency") == "inconclusive"  # not "did not pay"
+    assert reading(timed | {"gain": "loss", "verdict": "does not hold here"}, "latency") == "did not pay"
+    exact = dict(kind="exact ratio (sizes or counts)", gain="gain", verdict="")
+    assert reading(exact, "memory") == "accounted" and reading(exact, "size") == "paid"
 
 
 def test_the_guide_reads_the_hardware_and_handles_an_empty_ledger():

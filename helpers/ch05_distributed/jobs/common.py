@@ -1,6 +1,6 @@
 """What every distributed job module shares: its arguments, its process group, its model, its result file.
 
-A job module (ddp, allreduce, fsdp, resume in this folder) runs in each process that torchrun starts.
+A job module (ddp, allreduce, fsdp, tensor_parallel, hang, resume in this folder) runs in each process that torchrun starts.
 torchrun gives it RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in the environment;
 init_process_group() reads them (the env:// method).
 """
@@ -13,11 +13,13 @@ import json
 import os
 import tempfile
 import time
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -36,15 +38,21 @@ def job_parser(description: str) -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def process_group(device_type: str = "cpu") -> Iterator[torch.device]:
+def process_group(device_type: str = "cpu", *, timeout_s: float | None = None) -> Iterator[torch.device]:
     """Join the job's process group and always leave it: gloo on the CPU, NCCL with one GPU per local rank.
 
-    torchrun's key-value store outlives a restart, with the addresses that the failed attempt's ranks
-    published in it; a restarted rank that read one of those would connect to a dead process
-    ("Connection refused"). Prefixing every key with the restart count keeps each attempt's keys apart.
+    timeout_s: how long a collective may wait for the other ranks (None: the backend's default, 30 min on
+    gloo, 10 min on NCCL).
+
+    The plain env:// join. Launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (launch.job_environment sets it):
+    torchrun's agents otherwise share one store across restarts, where the failed attempt's keys remain and a
+    restarted rank can read a dead peer's address (pytorch/pytorch#135712, #167288). With the variable set,
+    worker rank 0 hosts a fresh store on a new port in every rendezvous round.
     """
     if device_type not in ("cpu", "cuda"):
         raise ValueError(f"device_type must be 'cpu' or 'cuda', got {device_type!r}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
     device = torch.device("cpu")
     if device_type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
@@ -53,11 +61,9 @@ def process_group(device_type: str = "cpu") -> Iterator[torch.device]:
                              "start at most one process per GPU")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    store, rank, world_size = next(dist.rendezvous("env://"))
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size,
-                            store=dist.PrefixStore(f"attempt_{attempt}", store),
-                            device_id=device if device_type == "cuda" else None)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                            device_id=device if device_type == "cuda" else None,
+                            timeout=None if timeout_s is None else timedelta(seconds=timeout_s))
     global _SYNCHRONIZE_CUDA
     _SYNCHRONIZE_CUDA = device.type == "cuda"
     try:
@@ -116,3 +122,14 @@ def median_time_s(step: Callable[[], object], repeats: int, *, together: bool = 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+             set_to_none: bool = True) -> None:
+    """One training step with any optimizer: zero the gradients, forward, backward (DDP all-reduces here), update.
+
+    set_to_none=False zeroes the gradients in place, so their memory stays allocated (and countable).
+    """
+    optimizer.zero_grad(set_to_none=set_to_none)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()

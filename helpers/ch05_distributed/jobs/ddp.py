@@ -7,17 +7,20 @@
    process that trains on the same B images per step (rank 0 computes it alone).
 2. Speed, in interleaved rounds: DDP on 2 processes x 1 thread against 1 process x 2 threads at the
    same global batch, and 1 process x 1 thread at the per-rank batch (the cost model's compute time).
-3. Knobs: bucket size, gradient_as_bucket_view, the bf16 compression hook (bytes and rounding), and
-   no_sync() for gradient accumulation (all-reduce calls and communication time per optimizer step).
+3. Knobs: bucket size (down to one bucket per gradient tensor), gradient_as_bucket_view, the bf16
+   compression hook against the same fp32 all-reduce as a Python hook (bytes and rounding), and no_sync()
+   for gradient accumulation (all-reduce calls and communication time per optimizer step).
+4. Overlap, observed: in a few steps with 1 MiB buckets and with the default ones, when forward, backward,
+   each bucket's all-reduce and the optimizer step started and ended, on every rank.
+
+The scaling rounds (2) and the knob rounds (3) both time the default 2-process DDP step, in two separate
+measurement phases: their medians differ by the machine's noise between the phases.
 """
 
+import argparse
 import contextlib
 import hashlib
-import json
-import tempfile
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -29,11 +32,11 @@ from torch.utils.data import DistributedSampler
 
 from helpers.core.rounds import round_order
 from helpers.workload.digits import digits_tensors
+from helpers.ch05_distributed.jobs.traces import TRACE_TYPE_BYTES, trace_events
 from helpers.ch05_distributed.jobs.common import (
-    digits_mlp, flat_parameters, job_parser, median_time_s, process_group, say, wrap_ddp, write_result,
+    digits_mlp, flat_parameters, job_parser, median_time_s, process_group, say, train_step, wrap_ddp, write_result,
 )
-
-TRACE_TYPE_BYTES = {"float": 4, "double": 8, "c10::BFloat16": 2, "c10::Half": 2}
+from helpers.ch05_distributed.jobs.overlap import CommTimer, bucket_timelines, timed_allreduce_hook
 
 
 def rank_batches(dataset_size: int, *, rank: int, world: int, per_rank: int, steps: int,
@@ -48,17 +51,6 @@ def rank_batches(dataset_size: int, *, rank: int, world: int, per_rank: int, ste
         batches += [order[i:i + per_rank] for i in range(0, len(order) - per_rank + 1, per_rank)]
         epoch += 1
     return batches[:steps]
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-             set_to_none: bool = True) -> None:
-    """One training step with any optimizer: zero the gradients, forward, backward (DDP all-reduces here), update.
-
-    set_to_none=False zeroes the gradients in place, so their memory stays allocated (and countable).
-    """
-    optimizer.zero_grad(set_to_none=set_to_none)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
 
 
 def train(model: nn.Module, batches: list[list[int]], x: torch.Tensor, y: torch.Tensor) -> nn.Module:
@@ -92,6 +84,13 @@ def compare_with_one_process(x: torch.Tensor, y: torch.Tensor, batches: list[lis
     return result
 
 
+def float64_tolerance(compared: dict) -> float:
+    """What DDP may differ from one process in float64: 100 x the reordering floor (or x float64's resolution at
+    the largest parameter, if the floor is smaller). A wrong gradient or an unaveraged sum misses it by far."""
+    resolution = torch.finfo(torch.float64).eps * compared["max_abs_parameter"]
+    return 100 * max(compared["max_abs_diff_reordered_batch"], resolution)
+
+
 def check_correctness(x: torch.Tensor, y: torch.Tensor, *, steps: int, per_rank: int) -> dict:
     """DDP's parameters after `steps` steps against one process on the same global batches, fp64 and fp32."""
     world = dist.get_world_size()
@@ -111,10 +110,7 @@ def allreduce_traffic(step: Callable[[], object]) -> dict:
     """
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
-    with tempfile.TemporaryDirectory() as folder:
-        trace_path = Path(folder) / "trace.json"
-        prof.export_chrome_trace(str(trace_path))
-        events = json.loads(trace_path.read_text())["traceEvents"]
+    events = trace_events(prof)
     launches = [e for e in events if e.get("name") == "c10d::allreduce_"]
     if not launches:
         raise RuntimeError("the profiler recorded no all-reduce: its trace format may have changed")
@@ -127,35 +123,34 @@ def allreduce_traffic(step: Callable[[], object]) -> dict:
     return {"calls": len(launches), "bytes": TRACE_TYPE_BYTES[next(iter(dtypes))] * elements, "dtypes": sorted(dtypes)}
 
 
-class CommTimer:
-    """The state of timed_allreduce_hook: the seconds that bucket all-reduces took until they finished.
-
-    True on gloo (CPU), where the future completes when the all-reduce has finished. With NCCL it
-    completes once the GPU work is queued, so there it would time the launch only.
-    """
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-
-def timed_allreduce_hook(timer: CommTimer, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-    """DDP's default all-reduce of one bucket, adding its time from start to finish to timer.seconds."""
-    start = time.perf_counter()
-
-    def finished(future: torch.futures.Future) -> torch.Tensor:
-        timer.seconds += time.perf_counter() - start
-        return future.value()
-    return allreduce_hook(None, bucket).then(finished)
+DEFAULT = "default (25 MiB buckets)"
+# A cap of one byte is below every gradient's size (the smallest, the last layer's bias, has 40 bytes):
+# each gradient tensor then fills a bucket on its own, and DDP all-reduces them one by one.
+ONE_BYTE_IN_MIB = 1 / 2**20
+KNOBS = {  # name: (DDP's options, communication hook, the variant it is timed against)
+    DEFAULT: ({}, None, None),
+    "bucket_cap_mb=1": ({"bucket_cap_mb": 1}, None, DEFAULT),
+    "one bucket per gradient tensor": ({"bucket_cap_mb": ONE_BYTE_IN_MIB}, None, DEFAULT),
+    "gradient_as_bucket_view": ({"gradient_as_bucket_view": True}, None, DEFAULT),
+    "allreduce_hook (Python)": ({}, allreduce_hook, DEFAULT),
+    "bf16_compress_hook": ({}, bf16_compress_hook, "allreduce_hook (Python)"),
+}
 
 
 def knob_models(device: torch.device) -> dict[str, nn.Module]:
-    """The same MLP under each DDP setting the chapter compares."""
-    variants = {"default (25 MiB buckets)": wrap_ddp(digits_mlp(), device),
-                "bucket_cap_mb=1": wrap_ddp(digits_mlp(), device, bucket_cap_mb=1),
-                "gradient_as_bucket_view": wrap_ddp(digits_mlp(), device, gradient_as_bucket_view=True),
-                "bf16_compress_hook": wrap_ddp(digits_mlp(), device)}
-    variants["bf16_compress_hook"].register_comm_hook(None, bf16_compress_hook)
+    """The same MLP under each DDP setting of KNOBS, its communication hook registered."""
+    variants = {}
+    for name, (options, hook, _) in KNOBS.items():
+        variants[name] = wrap_ddp(digits_mlp(), device, **options)
+        if hook is not None:
+            variants[name].register_comm_hook(None, hook)
     return variants
+
+
+def knob_setting(name: str) -> dict:
+    """What a knob variant is: DDP's options, its communication hook, and the variant to time it against."""
+    options, hook, baseline = KNOBS[name]
+    return {"ddp_options": options, "comm_hook": hook.__name__ if hook else None, "compare_with": baseline}
 
 
 def measure_knobs(x: torch.Tensor, y: torch.Tensor, *, rounds: int, repeats: int) -> dict:
@@ -165,7 +160,8 @@ def measure_knobs(x: torch.Tensor, y: torch.Tensor, *, rounds: int, repeats: int
     would drop the views into the buckets, and DDP would allocate and copy fresh gradients every step.
     """
     variants = knob_models(x.device)
-    optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for name, m in variants.items()}
+    # plain SGD: six models are alive at once, and momentum buffers would add a copy of the parameters to each
+    optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.05) for name, m in variants.items()}
     steps = {name: (lambda m=m, o=optimizers[name], v=name == "gradient_as_bucket_view":
                     train_step(m, o, x, y, set_to_none=not v)) for name, m in variants.items()}
     times = {name: [] for name in variants}
@@ -176,7 +172,7 @@ def measure_knobs(x: torch.Tensor, y: torch.Tensor, *, rounds: int, repeats: int
     for name, model in variants.items():
         traffic = allreduce_traffic(steps[name])
         grads = [p.grad for p in model.parameters()]
-        result[name] = {"step_s": times[name], **traffic,
+        result[name] = {**knob_setting(name), "step_s": times[name], **traffic,
                         "gradient_storages": len({g.untyped_storage().data_ptr() for g in grads})}
     return result
 
@@ -287,37 +283,67 @@ def measure_scaling(x: torch.Tensor, y: torch.Tensor, *, per_rank: int, rounds: 
     return {"threads_per_process": threads, "step_s": times}
 
 
+def accumulation_data(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's images for one accumulated optimizer step: args.accumulation micro-batches."""
+    rank, per_step = dist.get_rank(), args.accumulation * args.per_rank_batch
+    mine = slice(rank * per_step, (rank + 1) * per_step)
+    return x[mine], y[mine]
+
+
+def checks(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
+    """DDP against one process over args.steps steps, and no_sync()'s all-reduce traffic and gradients."""
+    result = {"correctness": check_correctness(x, y, steps=args.steps, per_rank=args.per_rank_batch)}
+    say(f"rank {dist.get_rank()}: {args.steps} DDP steps done")
+    result["no_sync"] = check_no_sync(*accumulation_data(x, y, args), accumulation=args.accumulation,
+                                      per_rank=args.per_rank_batch)
+    return result
+
+
+def knob_results(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
+    """On this rank's batch: the knobs' step times and traffic, bf16's rounding, and the bucket timelines."""
+    rank = dist.get_rank()
+    shard = slice(rank * args.per_rank_batch, (rank + 1) * args.per_rank_batch)
+    return {"knobs": measure_knobs(x[shard], y[shard], rounds=args.rounds, repeats=args.repeats),
+            "bf16_rounding": bf16_rounding(x[shard], y[shard]),
+            "bucket_timeline": bucket_timelines(x[shard], y[shard])}
+
+
+def timings(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Every timed part, in this order: scaling, the knobs (with the bucket timelines), no_sync()."""
+    timing = dict(per_rank=args.per_rank_batch, rounds=args.rounds, repeats=args.repeats)
+    result = {"scaling": measure_scaling(x, y, **timing), **knob_results(x, y, args),
+              "no_sync_timing": measure_no_sync(*accumulation_data(x, y, args), accumulation=args.accumulation,
+                                                **timing),
+              "parameters": sum(p.numel() for p in digits_mlp().parameters())}
+    say(f"rank {dist.get_rank()}: timing rounds done")
+    return result
+
+
 def main() -> None:
-    """Run in each process torchrun starts: check DDP against one process, then time its knobs."""
+    """Run in each process torchrun starts: check DDP against one process, then time it and its knobs."""
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--per-rank-batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--accumulation", type=int, default=4)
-    parser.add_argument("--skip-timing", action="store_true", help="only the correctness check (for tests)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--skip-timing", action="store_true", help="only the correctness checks (for tests)")
+    only.add_argument("--only-knobs", action="store_true", help="only the knobs and the bucket timelines (for tests)")
     args = parser.parse_args()
     with process_group(args.device) as device:
         rank, world = dist.get_rank(), dist.get_world_size()
         x, y = (t.to(device) for t in digits_tensors())
         say(f"rank {rank} of {world}: backend {dist.get_backend()}, {torch.get_num_threads()} thread(s), "
             f"{len(x) // world} of {len(x)} training images per epoch")
-        result = {"world_size": world, "correctness": check_correctness(x, y, steps=args.steps,
-                                                                       per_rank=args.per_rank_batch)}
-        say(f"rank {rank}: {args.steps} DDP steps done")
-        per_step = args.accumulation * args.per_rank_batch  # this rank's images per optimizer step
-        mine = slice(rank * per_step, (rank + 1) * per_step)
-        result["no_sync"] = check_no_sync(x[mine], y[mine], accumulation=args.accumulation,
-                                          per_rank=args.per_rank_batch)
-        if not args.skip_timing:
-            timing = dict(per_rank=args.per_rank_batch, rounds=args.rounds, repeats=args.repeats)
-            result["scaling"] = measure_scaling(x, y, **timing)
-            shard = slice(rank * args.per_rank_batch, (rank + 1) * args.per_rank_batch)
-            result["knobs"] = measure_knobs(x[shard], y[shard], rounds=args.rounds, repeats=args.repeats)
-            result["bf16_rounding"] = bf16_rounding(x[shard], y[shard])
-            result["no_sync_timing"] = measure_no_sync(x[mine], y[mine], accumulation=args.accumulation, **timing)
-            result["parameters"] = sum(p.numel() for p in digits_mlp().parameters())
-            say(f"rank {rank}: timing rounds done")
+        result = {"world_size": world, "settings": {name: getattr(args, name) for name in
+                                                    ("steps", "per_rank_batch", "rounds", "repeats", "accumulation")}}
+        if args.only_knobs:
+            result |= knob_results(x, y, args)
+        else:
+            result |= checks(x, y, args)
+            if not args.skip_timing:
+                result |= timings(x, y, args)
         write_result(result, args.result)
 
 

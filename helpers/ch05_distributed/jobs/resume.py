@@ -14,6 +14,7 @@ and, with --max-restarts=1, starts the group again.
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -25,9 +26,10 @@ from torch import nn
 from helpers.core.rounds import round_order
 from helpers.workload.digits import digits_tensors
 from helpers.ch05_distributed.jobs.common import (
-    digits_mlp, flat_parameters, job_parser, median_time_s, process_group, say, wrap_ddp, write_result,
+    digits_mlp, flat_parameters, job_parser, median_time_s, process_group, say, train_step, wrap_ddp,
+    write_result,
 )
-from helpers.ch05_distributed.jobs.ddp import digest, rank_batches, train_step
+from helpers.ch05_distributed.jobs.ddp import digest, rank_batches
 
 
 def latest_checkpoint(folder: Path) -> tuple[int, Path | None]:
@@ -74,6 +76,10 @@ def main() -> None:
     parser.add_argument("--per-rank-batch", type=int, default=32)
     parser.add_argument("--kill-rank", type=int, default=-1, help="rank that kills itself (-1: none)")
     parser.add_argument("--kill-at-step", type=int, default=-1)
+    parser.add_argument("--survivors-busy-s", type=float, default=0.0,
+                        help="the other ranks compute this long before that step's all-reduce, as NCCL ranks stuck "
+                             "in a collective would: they notice nothing, and only the agents' membership change "
+                             "restarts them")
     parser.add_argument("--time-threads", type=int, default=0,
                         help="then time a DDP step with this many threads per process against 1 (0: skip)")
     args = parser.parse_args()
@@ -95,6 +101,8 @@ def main() -> None:
             if attempt == 0 and rank == args.kill_rank and step == args.kill_at_step:
                 say(f"rank {rank}: killing this process at step {step} (SIGKILL)")
                 os.kill(os.getpid(), signal.SIGKILL)
+            if path is None and rank != args.kill_rank and step == args.kill_at_step and args.survivors_busy_s:
+                time.sleep(args.survivors_busy_s)
             train_step(model, optimizer, x[batches[step]], y[batches[step]])
             if (step + 1) % args.checkpoint_every == 0:
                 save_checkpoint(model, optimizer, args.checkpoint_dir, step + 1)
