@@ -288,6 +288,11 @@ report_claim(ddp_claim,
 #   while the default all-reduce runs in C++ inside DDP. To time the compression and not the hook's
 #   own overhead, the job also runs the same fp32 all-reduce registered as a Python hook
 #   (`allreduce_hook`), and times bf16 against that.
+#   (`fp16_compress_hook` does the same in fp16: more mantissa, less range. PowerSGD,
+#   `powerSGD_hook`, sends a low-rank approximation of each gradient matrix instead, with an error
+#   feedback that carries what it left out into the next step. And a bf16 *sum* rounds once per
+#   addition: over N workers its error grows with N, so compression that is harmless on 2 workers
+#   needs checking on 256.)
 #
 # Every variant names the one it is timed against (`compare_with`). The all-reduce calls and bytes per
 # step come from the profiler's record of each collective (its shape and dtype), not from a formula:
@@ -502,7 +507,7 @@ pd.DataFrame({name: {"optimizer step (ms)": f"{statistics.median(a['step_s']) * 
 
 # %% tags=["nbval-ignore-output"]
 report_claim(no_sync_claim,
-             holds="Three of the four all-reduces are gone from every optimizer step, and the step time with them: "
+             holds="Three quarters of the all-reduces are gone from every optimizer step, and the step time with them: "
              "here communication was a large part of the step.",
              does_not_hold="The calls fell by the accumulation factor, but the step did not get 1.5x faster on this "
              "run: communication was a smaller part of the step than the compute of 4 micro-batches.")
@@ -641,6 +646,7 @@ efficiency = pd.concat([cpu_predictions["with overlap"].assign(compute=THIS_CPU)
 # %% tags=["nbval-ignore-output"]
 widget_step = partial(predicted_step_table, links=link_menu(loopback), cpu_flops_per_s=cpu_flops_per_s,
                       backward_share=backward_share)
+# the small transformer of the GPU row, at its tokens per worker, on three machines
 pairings = {f"{THIS_CPU}, 10 Gb/s Ethernet, 8 workers": (THIS_CPU, "10 Gb/s Ethernet", 8),
             f"{GPU}, NVLink, 8 workers": (GPU, NVLINK, 8),
             f"{GPU}, InfiniBand, 64 workers": (GPU, INFINIBAND, 64)}
@@ -967,8 +973,8 @@ print(f"FSDP2 trains like DDP (difference within the rounding floor): "
 # %% [markdown]
 # ### 5.8 What else a real FSDP2 job sets *(reference, optional on a first reading)*
 # - **Prefetching.** On a GPU, FSDP2 issues all-gathers on a stream of their own, so the next layer's
-#   gather overlaps the current layer's compute (implicit prefetching; on gloo, as measured above,
-#   each collective is waited for). `set_modules_to_forward_prefetch` and
+#   gather overlaps the current layer's compute (implicit prefetching; on the CPU with gloo, as here,
+#   FSDP2 waits for each collective before going on). `set_modules_to_forward_prefetch` and
 #   `set_modules_to_backward_prefetch` on a wrapped module name modules to fetch further ahead: more
 #   overlap, one more gathered layer in memory for each.
 # - **Accumulation.** `model.set_requires_gradient_sync(False)` on the micro-batches that should not
@@ -1072,8 +1078,10 @@ print(f"FSDP2 trains like DDP (difference within the rounding floor): "
 # **Three newer refinements** worth knowing by name: *zero-bubble* pipeline schedules split each
 # backward into its input-gradient and weight-gradient halves and fill the bubble with the latter
 # (`ScheduleInterleavedZeroBubble`, `ScheduleZBVZeroBubble` in `torch.distributed.pipelining`);
-# *asynchronous tensor parallelism* lets `torch.compile` cut each TP matrix multiply into pieces and
-# overlap their communication with the rest of the multiply, hiding TP's blocking all-reduces; and
+# *asynchronous tensor parallelism*: in the sequence-parallel form of TP, where each all-reduce
+# becomes an all-gather before a matrix multiply and a reduce-scatter after one, `torch.compile` fuses
+# each pair and cuts it into pieces, so the communication of one piece overlaps the multiply of the
+# next (on CUDA); and
 # *float8 training* (torchao) computes the large matrix multiplies in fp8 and, with FSDP2, can
 # all-gather the weights in fp8 too, a quarter of fp32's bytes.
 #
@@ -1177,9 +1185,9 @@ show_source_unimported(f"{JOBS}.resume", "load_checkpoint")
 
 # %% [markdown]
 # Rank 1 kills itself with SIGKILL at step 12 of 30 (checkpoints every 5 steps). Rank 0, waiting for
-# it inside an all-reduce, fails with "Connection reset by peer" (the last line of its traceback is
-# shown below); torchrun reports the failure, ends rank 0, starts both again, and they resume from
-# step 10:
+# it inside an all-reduce, either fails first with gloo's "Connection reset by peer" or is stopped by
+# torchrun before it notices, whichever comes first (the cell says which happened); torchrun reports
+# the failure, ends rank 0, starts both again, and they resume from step 10:
 
 # %% tags=["nbval-ignore-output"]
 with tempfile.TemporaryDirectory(prefix="course-ckpt-") as checkpoints:
@@ -1189,6 +1197,8 @@ resumed = resumed_run.result
 for line in resumed_run.lines:  # rank 0's traceback shortened to its last line
     if "[rank0]:" not in line or "Error:" in line:
         print(line)
+rank0_failed = any("[rank0]:" in line and "Error:" in line for line in resumed_run.lines)
+print("rank 0 " + ("failed first, with the error above" if rank0_failed else "was stopped by torchrun before it noticed"))
 
 # %%
 print(f"the job finished on attempt {resumed['attempt']} (0 is the first), resuming from step "
@@ -1221,7 +1231,7 @@ print(f"interrupted-then-resumed and uninterrupted runs end with bitwise-identic
 # back to the rendezvous; the other nodes' agents see a node waiting to join and restart their
 # workers too, but a *membership change* does not count as a retry. Whether a surviving node counts
 # depends on how its ranks notice the loss: on gloo they usually fail at once ("Connection reset by
-# peer", as above), so their agent counts a failure; with NCCL they block inside the collective, and
+# peer"), so their agent counts a failure; with NCCL they block inside the collective, and
 # only the membership change restarts them. The nodes then come back with different restart counts.
 #
 # Two things go wrong from there. Anything keyed on that count splits the ranks: this chapter's
@@ -1262,7 +1272,7 @@ print(f"interrupted-then-resumed and uninterrupted runs end with bitwise-identic
 # the others wait. How long is the process group's timeout, `init_process_group(..., timeout=timedelta(...))`;
 # the defaults in this PyTorch:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 print(f"torch {torch.__version__}: gloo and other backends wait {default_pg_timeout}, "
       f"NCCL {default_pg_nccl_timeout if default_pg_nccl_timeout is not None else '(not built with NCCL)'}")
 
@@ -1317,7 +1327,7 @@ print(f"DETAIL named the mismatch before the timeout: {'differ' in named['key_li
 # | Setting or tool | What it does |
 # |---|---|
 # | `init_process_group(timeout=timedelta(minutes=...))` | How long a collective may wait before the watchdog (NCCL) or the transport (gloo) gives up. Long enough for your slowest legitimate step, e.g. a checkpoint on rank 0 while the others wait in a barrier |
-# | `TORCH_DISTRIBUTED_DEBUG=DETAIL` (or `INFO`) | Checks that all ranks call the same collective with the same shapes, and names the rank that did not arrive (above); it works on NCCL too, the checks travel over a helper gloo group. `INFO` only adds logging (DDP's, for instance) |
+# | `TORCH_DISTRIBUTED_DEBUG=DETAIL` (or `INFO`) | Checks that all ranks call the same collective with the same shapes, and names the rank that did not arrive (the course's tests run that case); it works on NCCL too, the checks travel over a helper gloo group. `INFO` only adds logging (DDP's, for instance) |
 # | `NCCL_DEBUG=INFO`, `NCCL_DEBUG_SUBSYS=INIT,NET` | NCCL's own log: version, which network and interfaces it chose, rings and trees; `WARN` is the quiet setting for production |
 # | `TORCH_NCCL_ASYNC_ERROR_HANDLING` | What the watchdog does on a timeout or NCCL error: 3 (ProcessGroupNCCL's default) tears the process down without aborting the communicator, 1 aborts the communicator and then tears down, 2 only aborts, 0 does nothing (the job hangs). torchrun sets 1 for its workers when the variable is not set |
 # | `TORCH_NCCL_DUMP_ON_TIMEOUT=1` (and `TORCH_FR_DUMP_TEMP_FILE`, older name `TORCH_NCCL_DEBUG_INFO_TEMP_FILE`, for the file prefix) | The flight recorder: every rank keeps its last collectives (sequence number, kind, sizes, state: scheduled, started, completed) in a ring buffer, on by default in this PyTorch with 2,000 entries (`TORCH_FR_BUFFER_SIZE`, older name `TORCH_NCCL_TRACE_BUFFER_SIZE`; 0 turns it off); this setting writes each rank's buffer to a file when the watchdog fires |
@@ -1498,7 +1508,7 @@ except ValueError as error:
 #    new name still synchronises buffers once, at construction). One small context manager makes
 #    sure the group is left however the cell ends:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 @contextlib.contextmanager
 def group_of_one() -> Iterator[None]:
     """A one-process gloo group in this kernel, destroyed however the block ends."""
@@ -1584,8 +1594,9 @@ else:
 # **Exercise 1 (which sharding fits?).** A 13-billion-parameter model trains with mixed-precision
 # Adam on 8 GPUs of 80 GB each. With activation checkpointing, its activations still take 30 GB on
 # every GPU. Which is the *least* sharding that fits, counting the training state of section 5.1
-# and the activations (and nothing else)? Less sharding means less communication, so take the first
-# that fits. Answer with one of the stage names of section 5.1's table, e.g. `"ZeRO-1"`.
+# and the activations (and nothing else)? ZeRO-1 and ZeRO-2 send what DDP sends; ZeRO-3 sends about
+# half as much again, since it gathers the weights in every step: take the first stage that fits.
+# Answer with one of the stage names of section 5.1's table, e.g. `"ZeRO-1"`.
 
 # %%
 my_stage = ...  # one of: "DDP (replicated)", "ZeRO-1", "ZeRO-2", "ZeRO-3 / FSDP full shard"

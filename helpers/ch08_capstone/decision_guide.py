@@ -110,16 +110,17 @@ def _line(entry: dict, goal: str) -> str:
 
 def reading(entry: dict, goal: str) -> str:
     """Where a result belongs in the guide (GUIDE section 5): 'paid' (a time ratio that gained, and whose claim, if
-    judged, holds), 'inconclusive', 'did not pay', or 'accounted' (an exact ratio: a size, bytes or a count, true by
-    construction and no speed-up; under the size goal, a size is what is asked for and counts as paid)."""
+    judged, holds), 'below its claim' (it gained, but less than its claim's threshold), 'inconclusive', 'did not
+    pay', or 'accounted' (an exact ratio: a size, bytes or a count, true by construction and no speed-up; under the
+    size goal, a size is what is asked for and counts as paid)."""
     if entry.get("kind", "").startswith("exact"):
         return "paid" if goal == "size" and entry["gain"] == "gain" else "accounted"
     verdict = entry.get("verdict", "")
     if verdict == "inconclusive" or entry["gain"] == "inconclusive":
         return "inconclusive"
-    if entry["gain"] == "gain" and verdict in ("", "holds"):
-        return "paid"
-    return "inconclusive" if entry["gain"] == "gain" else "did not pay"
+    if entry["gain"] == "gain":
+        return "paid" if verdict in ("", "holds") else "below its claim"
+    return "did not pay"
 
 
 def sure_gain(entry: dict) -> float:
@@ -127,7 +128,7 @@ def sure_gain(entry: dict) -> float:
     return entry["speedup_interval"][0] if entry.get("speedup_interval") else 0.0
 
 
-READINGS = ("paid", "inconclusive", "did not pay", "accounted")
+READINGS = ("paid", "below its claim", "inconclusive", "did not pay", "accounted")
 
 
 def guide_sections(entries: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
@@ -171,6 +172,7 @@ def decision_guide(entries: Sequence[dict], hardware: HardwareReport) -> Markdow
         if parts["paid"]:
             lines.append(f"- *Try first*: {_line(parts['paid'][0], goal)}.")
             lines += [f"- Also paid: {_line(entry, goal)}." for entry in parts["paid"][1:]]
+        lines += [f"- Gained less than its claim here: {_line(entry, goal)}." for entry in parts["below its claim"]]
         lines += [f"- Inconclusive here (the interval, or the claim's threshold, leaves it open): {_line(entry, goal)}."
                   for entry in parts["inconclusive"]]
         lines += [f"- Did not pay here: {_line(entry, goal)}; likely reason: "

@@ -828,9 +828,9 @@ def test_collectives_in_reads_the_functional_collectives_and_checks_their_launch
 
 
 def test_a_mismatch_is_named_at_once_under_detail(job_tmp):
-    """With a 60 s timeout, a job that ends long before the launch's limit did not wait for it."""
+    """With a 60 s collective timeout, rank 0 raised before it: DETAIL's check named the mismatch, no timeout did."""
     run = launch(HANG, nproc=2, args=["--case", "mismatch", "--timeout-s", 60],
-                 env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"}, echo=False, timeout_s=45)
+                 env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"}, echo=False)
     assert run.ok and run.result["debug_level"] == "DETAIL"
     outcome = run.result["rank0"]
     assert outcome["called"] == "all_reduce of shape (4,)" and outcome["error_type"] == "RuntimeError"
@@ -841,11 +841,21 @@ def test_a_mismatch_is_named_at_once_under_detail(job_tmp):
     assert processes_mentioning(str(job_tmp)) == []
 
 
+def test_a_mismatch_without_detail_waits_for_the_timeout(job_tmp):
+    """Without DETAIL nothing compares the calls: rank 0's all_reduce waits the whole timeout, then gloo raises."""
+    run = launch(HANG, nproc=2, args=["--case", "mismatch", "--timeout-s", 3], echo=False)
+    assert run.ok and run.result["debug_level"] == "OFF"
+    outcome = run.result["rank0"]
+    assert outcome["error_type"] == "RuntimeError" and outcome["waited_s"] >= 3 - 0.05
+    assert "collectives differ" not in outcome["key_line"]
+    assert processes_mentioning(str(job_tmp)) == []
+
+
 @pytest.mark.parametrize("debug", ["OFF", "DETAIL"])
 def test_a_missing_rank_times_out_after_the_timeout(job_tmp, debug):
     timeout_s = 3
     run = launch(HANG, nproc=2, args=["--case", "missing", "--timeout-s", timeout_s],
-                 env={"TORCH_DISTRIBUTED_DEBUG": debug}, echo=False, timeout_s=60)
+                 env={"TORCH_DISTRIBUTED_DEBUG": debug}, echo=False)
     assert run.ok and run.result["debug_level"] == debug
     outcome = run.result["rank0"]
     assert outcome["error_type"] == "RuntimeError" and outcome["waited_s"] >= timeout_s - 0.05

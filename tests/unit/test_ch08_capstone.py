@@ -201,6 +201,7 @@ def test_the_guide_reads_each_entry_as_guide_section_5_says():
     assert reading(timed | {"verdict": "inconclusive"}, "latency") == "inconclusive"  # below the claimed threshold
     assert reading(timed | {"gain": "inconclusive"}, "latency") == "inconclusive"  # not "did not pay"
     assert reading(timed | {"gain": "loss", "verdict": "does not hold here"}, "latency") == "did not pay"
+    assert reading(timed | {"verdict": "does not hold here"}, "latency") == "below its claim"  # 1.3x against 1.5x
     exact = dict(kind="exact ratio (sizes or counts)", gain="gain", verdict="")
     assert reading(exact, "memory") == "accounted" and reading(exact, "size") == "paid"
 

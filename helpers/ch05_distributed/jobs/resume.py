@@ -77,9 +77,9 @@ def main() -> None:
     parser.add_argument("--kill-rank", type=int, default=-1, help="rank that kills itself (-1: none)")
     parser.add_argument("--kill-at-step", type=int, default=-1)
     parser.add_argument("--survivors-busy-s", type=float, default=0.0,
-                        help="the other ranks compute this long before that step's all-reduce, as NCCL ranks stuck "
-                             "in a collective would: they notice nothing, and only the agents' membership change "
-                             "restarts them")
+                        help="the other ranks sleep this long before that step's all-reduce, busy outside any "
+                             "collective as NCCL ranks blocked in one would be: they notice nothing, and only the "
+                             "agents' membership change restarts them")
     parser.add_argument("--time-threads", type=int, default=0,
                         help="then time a DDP step with this many threads per process against 1 (0: skip)")
     args = parser.parse_args()
