@@ -37,7 +37,8 @@ ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 # torchrun's agents share one key-value store across restarts, and the failed attempt's keys stay in it: a
 # restarted rank can read the address of a dead peer, or (when only some nodes counted a restart) wait for keys
 # that the others write elsewhere, a hang (pytorch/pytorch#135712, #167288). With this setting worker rank 0
-# hosts a fresh store on a new port in every rendezvous round. Chapter 5, section 7.2 describes both (the tests run them).
+# hosts a fresh store on a new port in every rendezvous round. Chapter 5, section 7.2 describes both; the tests
+# run them.
 RESTART_SETTINGS = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
@@ -217,14 +218,15 @@ def launch(module: str, *, nproc: int = 2, args: list = (), max_restarts: int = 
 
 
 def launch_nodes(module: str, *, nodes: int = 2, nproc_per_node: int = 1, args: list = (), max_restarts: int = 0,
-                 threads_per_process: int | None = 1, env: dict[str, str] | None = None, timeout_s: float = 300, echo: bool = True,
-                 check: bool = True) -> JobRun:
+                 threads_per_process: int | None = 1, env: dict[str, str] | None = None, timeout_s: float = 300,
+                 echo: bool = True, check: bool = True) -> JobRun:
     """Run the job as `nodes` torchrun agents on 127.0.0.1 that meet by c10d rendezvous on a free port."""
     require_int("nodes", nodes, minimum=2)
     endpoint = f"127.0.0.1:{free_port()}"
 
     def commands(full_args, log_dir):
         return [torchrun_command(module, nproc_per_node=nproc_per_node, args=full_args, nnodes=nodes,
-                                 max_restarts=max_restarts, rdzv_endpoint=endpoint, log_dir=log_dir / f"node{n}") for n in range(nodes)]
+                                 max_restarts=max_restarts, rdzv_endpoint=endpoint, log_dir=log_dir / f"node{n}")
+                for n in range(nodes)]
     return _launch(module, commands, args=args, threads_per_process=threads_per_process, env=env, timeout_s=timeout_s,
                    echo=echo, check=check)

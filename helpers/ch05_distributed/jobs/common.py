@@ -1,7 +1,7 @@
 """What every distributed job module shares: its arguments, its process group, its model, its result file.
 
-A job module (ddp, allreduce, fsdp, tensor_parallel, hang, resume in this folder) runs in each process that torchrun starts.
-torchrun gives it RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in the environment;
+A job module (ddp, allreduce, fsdp, tensor_parallel, hang, resume in this folder) runs in each process that
+torchrun starts. torchrun gives it RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in the environment;
 init_process_group() reads them (the env:// method).
 """
 

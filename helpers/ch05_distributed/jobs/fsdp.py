@@ -45,7 +45,7 @@ from helpers.ch05_distributed.jobs.ddp import rank_batches
 PER_RANK = 64  # images per rank in every step
 BF16_POLICY = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 VARIANTS = ("DDP", "FSDP2", "FSDP2, reshard_after_forward=False", "FSDP2, bf16 param_dtype")
-TIMED, BF16 = VARIANTS[:3], VARIANTS[3]  # bf16 is profiled for its dtypes and bytes, not timed (time budget)
+TIMED, MIXED_PRECISION = VARIANTS[:3], VARIANTS[3]  # bf16 is profiled for its dtypes and bytes, not timed (time budget)
 STEP_RECORD = "train_step"  # the record_function around the profiled step
 # Steps profiled per variant, in one profiler session; the shorter is reported, so one descheduled step cannot decide
 # the table. Each profiled step leaves a few MB of fragmented heap behind in the process, so the job keeps to two.
@@ -323,7 +323,8 @@ def main() -> None:
                   "step_s": time_variants({name: steps[name] for name in TIMED}, rounds=args.rounds,
                                           repeats=args.repeats)}
         say(f"rank {rank}: {args.rounds} timing rounds done")
-        result["mixed_precision"] = mixed_precision(models[BF16], steps[BF16])  # also its first (warm-up) step
+        # its first step is also the bf16 variant's warm-up
+        result["mixed_precision"] = mixed_precision(models[MIXED_PRECISION], steps[MIXED_PRECISION])
         if device.type == "cpu":  # the collectives' records are gloo's; NCCL's run on CUDA streams, unseen here
             result["breakdown"] = {name: typical_breakdown(step) for name, step in steps.items()}
         fsdp = models["FSDP2"]
