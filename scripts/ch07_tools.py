@@ -1160,7 +1160,7 @@ torch._dynamo.reset()
 # | `config.set_flag(trt.BuilderFlag.FP16)` / `INT8` | the same, deprecated from 10.12; or a strongly typed fp16 model | removed: precision from the model (an fp16 export, or ModelOpt's AutoCast) |
 # | an `IInt8EntropyCalibrator2` for int8 | deprecated from 10.1: explicit Q/DQ nodes in the model | removed: explicit Q/DQ nodes |
 # | `builder.platform_has_fast_fp16` | deprecated | removed |
-# | `builder.build_engine(network, config)` (the article's call, quoted) | removed: `build_serialized_network`, then `Runtime.deserialize_cuda_engine` | the same |
+# | `builder.build_engine(network, config)` (the article's call, quoted: was wrong) | removed: `build_serialized_network`, then `Runtime.deserialize_cuda_engine` | the same |
 # | bindings by index, `context.execute_async_v2(bindings, stream)` | removed: tensors by name, `set_input_shape`, `set_tensor_address`, `execute_async_v3(stream)` | the same |
 #
 # Strongly typed networks let the same code serve TensorRT 10 and 11: only the network's creation
@@ -1516,7 +1516,7 @@ print(f"the first step costs {min(first_ratios):.1f}x to {max(first_ratios):.1f}
 #   `.onnx.data` weights file the exporter writes beside it (section 3.1): use
 #   `parser.parse_from_file(path)`. And its result, False on failure, is ignored: check it and print
 #   `parser.get_error(i)` for each error (section 4.1).
-# - The article's `builder.build_engine(network, config)` (quoted) uses a `config` never created (a NameError) and a
+# - The article's `builder.build_engine(network, config)` (quoted; was wrong) uses a `config` never created (a NameError) and a
 #   method removed in TensorRT 10 (section 4.2). Setting no workspace is not a mistake: the default
 #   is the GPU's memory, and a smaller limit only restricts the tactics TensorRT may try.
 # - Nothing runs the engine or compares it with the PyTorch model; section 4.3 does both.

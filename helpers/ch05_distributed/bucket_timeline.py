@@ -16,25 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from helpers.support.plots import BASELINE_COLOR, VARIANT_COLOR, title_with_hardware
+from helpers.ch05_distributed.jobs.traces import Interval, covered, union
 
 COMPUTING, WAITING = "backward: computing gradients", "backward: waiting for all-reduces"
 ALLREDUCE = "bucket all-reduce"
 PHASE_COLORS = {"forward": BASELINE_COLOR, COMPUTING: VARIANT_COLOR, WAITING: "#aec7e8", ALLREDUCE: "#ff7f0e",
                 "optimizer step": "#2ca02c"}
 
-Interval = tuple[float, float]
 Lane = tuple[str, list[tuple[float, float, str]]]  # its label, and its bars: (start_s, end_s, phase)
-
-
-def union(intervals: Sequence[Interval]) -> list[Interval]:
-    """The intervals merged into sorted, non-overlapping ones (time covered by at least one of them)."""
-    merged: list[Interval] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 def seconds_inside(intervals: Sequence[Interval], window: Interval) -> float:
@@ -45,7 +34,7 @@ def seconds_inside(intervals: Sequence[Interval], window: Interval) -> float:
 def step_overlap_s(step: dict) -> tuple[float, float]:
     """One step's all-reduce time (at least one bucket in flight) and the part of it while backward still computed."""
     intervals = [(a["start"], a["end"]) for a in step["allreduces"]]
-    total = sum(end - start for start, end in union(intervals))
+    total = covered(intervals)
     return seconds_inside(intervals, (step["backward"][0], step["last_gradient"])), total
 
 

@@ -23,7 +23,7 @@ import helpers.ch05_distributed.jobs.ddp as job_ddp
 import helpers.ch05_distributed.jobs.fsdp as job_fsdp
 import helpers.ch05_distributed.jobs.overlap as job_overlap
 import helpers.ch05_distributed.jobs.resume as job_resume
-from helpers.ch05_distributed.bucket_timeline import overlapped_share, plot_bucket_timeline, union
+from helpers.ch05_distributed.bucket_timeline import overlapped_share, plot_bucket_timeline
 from helpers.ch05_distributed.comm_model import (
     ACCELERATOR_PEAK_FLOPS, COMPUTE_CHOICES, DDP_FIRST_BUCKET_BYTES, LARGEST_WORLD, LOOPBACK,
     PUBLISHED_LINKS_BYTES_PER_S, THIS_CPU, TYPICAL_LATENCY_S, AlphaBeta, bucket_sizes, compute_time_s,
@@ -35,7 +35,7 @@ from helpers.ch05_distributed.jobs.common import digits_mlp, flat_parameters, jo
 from helpers.ch05_distributed.jobs.ddp import DEFAULT
 from helpers.ch05_distributed.jobs.hang import key_line
 from helpers.ch05_distributed.jobs.tensor_parallel import collectives_in
-from helpers.ch05_distributed.jobs.traces import TRACE_TYPE_BYTES
+from helpers.ch05_distributed.jobs.traces import TRACE_DTYPES, covered, union
 from helpers.ch05_distributed.launch import launch, launch_nodes, torchrun_command
 from helpers.ch05_distributed.plots import plot_allreduce_fit, plot_scaling
 from helpers.ch05_distributed.sharding_memory import bytes_per_parameter, least_sharded_stage, workers_needed
@@ -730,9 +730,9 @@ def test_every_timed_variant_has_one_time_per_round(runs):
 
 
 def test_covered_time_counts_overlaps_once():
-    assert job_fsdp.covered_us([]) == 0
-    assert job_fsdp.covered_us([(5, 6), (0, 2), (1, 3)]) == 4
-    assert job_fsdp.covered_us([(0, 10), (2, 3)]) == 10
+    assert covered([]) == 0
+    assert covered([(5, 6), (0, 2), (1, 3)]) == 4
+    assert covered([(0, 10), (2, 3)]) == 10
 
 
 def launch_record(name: str, ts: float, dims: list) -> dict:
@@ -874,7 +874,7 @@ def test_key_line_and_the_timeout_check():
         pass
 
 
-def test_the_comm_hook_times_each_bucket_and_the_trace_weighs_each_dtype(one_rank_group):
+def test_the_comm_hook_times_each_bucket_and_the_trace_names_each_dtype(one_rank_group):
     model = torch.nn.parallel.DistributedDataParallel(digits_mlp(hidden=16, depth=2), bucket_cap_mb=1 / 2 ** 20)
     timer, gradient_times = job_overlap.CommTimer(), job_overlap.gradient_clock(model)
     model.register_comm_hook(timer, job_overlap.timed_allreduce_hook)
@@ -888,4 +888,5 @@ def test_the_comm_hook_times_each_bucket_and_the_trace_weighs_each_dtype(one_ran
     assert all(step["backward"][0] <= a["start"] <= a["end"] <= step["backward"][1] for a in step["allreduces"])
     assert timer.seconds == pytest.approx(sum(a["end"] - a["start"] for a in step["allreduces"]))
     for name, dtype in (("float", torch.float32), ("double", torch.float64), ("c10::BFloat16", torch.bfloat16)):
-        assert TRACE_TYPE_BYTES[name] == torch.tensor([], dtype=dtype).element_size()
+        assert TRACE_DTYPES[name] == dtype
+        assert TRACE_DTYPES[name].itemsize == torch.tensor([], dtype=dtype).element_size()

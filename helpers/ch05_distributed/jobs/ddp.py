@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 
 from helpers.core.rounds import round_order
 from helpers.workload.digits import digits_tensors
-from helpers.ch05_distributed.jobs.traces import TRACE_TYPE_BYTES, trace_events
+from helpers.ch05_distributed.jobs.traces import TRACE_DTYPES, trace_events
 from helpers.ch05_distributed.jobs.common import (
     digits_mlp, flat_parameters, job_parser, median_time_s, process_group, say, train_step, wrap_ddp, write_result,
 )
@@ -120,7 +120,8 @@ def allreduce_traffic(step: Callable[[], object]) -> dict:
     if len(dtypes) != 1:
         raise RuntimeError(f"expected the all-reduces of one step to send one dtype, the trace shows {sorted(dtypes)}")
     elements = sum(torch.Size(e["args"]["Input Dims"][0][0]).numel() for e in launches)
-    return {"calls": len(launches), "bytes": TRACE_TYPE_BYTES[next(iter(dtypes))] * elements, "dtypes": sorted(dtypes)}
+    element_bytes = TRACE_DTYPES[next(iter(dtypes))].itemsize
+    return {"calls": len(launches), "bytes": element_bytes * elements, "dtypes": sorted(dtypes)}
 
 
 DEFAULT = "default (25 MiB buckets)"

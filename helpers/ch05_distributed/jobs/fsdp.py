@@ -36,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from helpers.core.rounds import round_order
 from helpers.core.validate import require_int
 from helpers.workload.digits import digits_tensors
-from helpers.ch05_distributed.jobs.traces import trace_events
+from helpers.ch05_distributed.jobs.traces import TRACE_DTYPES, covered, trace_events
 from helpers.ch05_distributed.jobs.common import (
     digits_mlp, job_parser, median_time_s, process_group, say, train_step, wrap_ddp, write_result,
 )
@@ -57,10 +57,6 @@ LAUNCH_KINDS = {"c10d::_allgather_base_": "all_gather", "c10d::_reduce_scatter_b
 # with a bf16 param_dtype the cast before it, _foreach_copy_), the gathered buffer out into each parameter
 # (split_with_sizes_copy), and the unsharded gradients into the reduce-scatter's input buffer (chunk_cat).
 COPY_RECORDS = ("fsdp::all_gather_copy_in", "aten::_foreach_copy_", "fsdp::split_with_sizes_copy", "fsdp::chunk_cat")
-TRACE_DTYPES = {"float": torch.float32, "double": torch.float64, "c10::BFloat16": torch.bfloat16,
-                "c10::Half": torch.float16}
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     """A dtype's name without its module: 'float32' for torch.float32."""
     return str(dtype).removeprefix("torch.")
@@ -160,16 +156,6 @@ def pair_with_sends(launches: list[dict], sends: list[dict]) -> list[tuple[dict,
     return pairs
 
 
-def covered_us(intervals: list[tuple[float, float]]) -> float:
-    """Length of the union of (start, end) intervals: the time covered by at least one of them."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(intervals):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
-
-
 def collectives_by_kind(pairs: list[tuple[dict, dict]]) -> dict[str, dict]:
     """Per kind of collective: calls, bytes of the full tensors, the largest one, dtype, summed time.
 
@@ -214,10 +200,10 @@ def step_breakdown(events: list[dict], step: dict) -> dict:
                              if e["name"].startswith("Optimizer.step#")]}
     breakdown, counted = {"step_s": step["dur"] / 1e6}, []
     for part, spans in parts.items():
-        before = covered_us(counted)
+        before = covered(counted)
         counted += spans
-        breakdown[part] = (covered_us(counted) - before) / 1e6
-    return breakdown | {"rest_s": (step["dur"] - covered_us(counted)) / 1e6,
+        breakdown[part] = (covered(counted) - before) / 1e6
+    return breakdown | {"rest_s": (step["dur"] - covered(counted)) / 1e6,
                         "collectives": collectives_by_kind(pairs)}
 
 

@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from helpers.core.rounds import round_order
 from helpers.ch05_distributed.jobs.common import job_parser, median_time_s, process_group, say, write_result
-from helpers.ch05_distributed.jobs.traces import TRACE_TYPE_BYTES, trace_events
+from helpers.ch05_distributed.jobs.traces import TRACE_DTYPES, trace_events
 
 FUNCTIONAL_COLLECTIVE = "_c10d_functional::"
 
@@ -82,7 +82,7 @@ def collectives_in(events: list[dict]) -> list[dict]:
     for call in calls:
         shape, dtype = call["args"]["Input Dims"][0], call["args"]["Input type"][0]
         found.append({"kind": call["name"].removeprefix(FUNCTIONAL_COLLECTIVE), "shape": shape, "dtype": dtype,
-                      "bytes": torch.Size(shape).numel() * TRACE_TYPE_BYTES[dtype]})
+                      "bytes": torch.Size(shape).numel() * TRACE_DTYPES[dtype].itemsize})
     return found
 
 
