@@ -1,181 +1,421 @@
-"""The learner's decision guide, written from their own ledger: what paid on this machine, what did not and a
-likely reason from the hardware report, and what to try first for each goal. Every number it prints is a
-ledger number: an entry's speed-up as `ratio_text` formats it, or the size ratio an entry recorded."""
+"""The learner's decision guide, written from their own ledger (the course's guide, section 5): results are read
+as they are (paid, gained less than its claim, no measurable effect, inconclusive, did not pay, accounted), ranked only against results
+of the same kind and the same baseline, combinations kept apart, and ordered cheap and safe first. Every number it
+prints is a ledger number: an entry's ratio or accuracy difference as `ratio_text` formats it."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import NamedTuple
 
+import numpy as np
+import pandas as pd
 from IPython.display import Markdown
 
+from helpers.core.claims import BOOTSTRAP_MIN_ROUNDS
 from helpers.core.hardware import HardwareReport
-from helpers.core.validate import require_instance
+from helpers.core.validate import require_choice, require_instance
+from helpers.support.ledger import LedgerEntry
 
 GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy")
-# What each ledger technique is for, in the learner's words. A result is filed under the goal its metric measures
-# (batching buys throughput, not latency; bf16 compression halves bytes sent, which is communication). Techniques
-# the catalogue does not know are listed under "other results" rather than guessed into a goal.
-CATALOG = {
-    "batching": ("throughput", "batch inference requests"),
-    "batched_data_fetch": ("throughput", "fetch a batch with one indexing operation"),
-    "depthwise_separable_conv": ("latency", "depthwise separable convolutions"),
-    "channel_pruning_50": ("latency", "prune half the channels, then fine-tune"),
-    "conv_bn_folding": ("latency", "fold batch norms into convolutions"),
-    "channels_last": ("latency", "channels_last memory layout"),
-    "torch_compile": ("latency", "torch.compile"),
-    "torch_compile_freezing": ("latency", "torch.compile with freezing, against compile alone"),
-    "mixed_precision_bf16": ("throughput", "bf16 autocast for training (small CNN)"),
-    "mixed_precision_bf16_resnet18": ("throughput", "bf16 autocast for training (ResNet-18)"),
-    "fused_adamw": ("throughput", "the fused AdamW step"),
-    "dataloader_workers": ("throughput", "DataLoader workers"),
-    "memory_cache": ("throughput", "a decoded in-memory cache"),
-    "ddp_buckets": ("communication", "DDP's gradient buckets, against one all-reduce per tensor"),
-    "ddp_two_processes": ("throughput", "DDP with two processes on one machine"),
-    "no_sync_accumulation": ("communication", "no_sync during gradient accumulation"),
-    "bf16_compress_hook": ("communication", "bf16 gradient compression, against the same fp32 hook"),
-    "omp_one_thread_per_process": ("throughput", "one OpenMP thread per DDP process"),
-    "fsdp2_memory": ("memory", "FSDP2 sharding (accounted bytes per rank)"),
-    "fsdp2_step": ("memory", "FSDP2's step time, against DDP (the price of sharding)"),
-    "pseudo_labelling": ("accuracy", "pseudo-labels from a teacher on unlabelled images"),
-    "knowledge_distillation": ("accuracy", "distillation into a small student, against pseudo-labels"),
-    "compile_freezing_teacher": ("latency", "torch.compile with freezing, against eager (a CNN at batch 64)"),
-    "bf16_inference": ("latency", "bf16 inference, compiled with freezing"),
-    "int8_dynamic_linear": ("latency", "dynamic int8 for Linear layers (torchao)"),
-    "int8_static_pt2e": ("latency", "static int8 with PT2E and freezing"),
-    "weight_only_int8": ("latency", "weight-only int8 at batch 1"),
-    "weight_only_int4": ("latency", "weight-only int4 at batch 1"),
-    "compression_combined": ("latency", "pruning, distillation and int8 together"),
-    "profiler_fix_normalize_loop": ("throughput", "one vectorised expression instead of a loop over the batch"),
-    "profiler_fix_cached_loader": ("throughput", "resize once, shift whole batches (instead of per sample)"),
-    "profiler_fix": ("throughput", "the fixes a profile pointed at, together"),
-    "onnxruntime": ("latency", "ONNX Runtime, against torch.compile with freezing"),
-    "onnxruntime_int8_static": ("latency", "ONNX Runtime static int8 (QDQ)"),
-    "onnxruntime_int8_dynamic_mlp": ("latency", "ONNX Runtime dynamic int8 for Linear layers"),
-    "tensorrt_fp16": ("latency", "a TensorRT fp16 engine, against torch.compile with CUDA graphs"),
-    "capstone_latency": ("latency", "the capstone's plan, all stages together"),
-    "capstone_size": ("size", "the capstone's plan, all stages together"),
-    "capstone_pipeline": ("throughput", "the capstone's best data pipeline"),
+EFFORTS = ("one line", "a few lines", "a project")
+RISKS = ("none", "rounding", "needs retraining or a check")
+READINGS = ("paid", "gained less than its claim", "no measurable effect", "inconclusive", "did not pay", "accounted")
+PRECISE_NULL = (0.95, 1.05)  # an interval inside these bounds measured "no effect" precisely: more rounds won't help
+KINDS = ("time ratio", "exact ratio", "accuracy difference")
+ORDER_NOTE = "cheap and safe first; ratios compared only against the same baseline"
+COLUMNS = ("goal", "technique", "result", "against", "reading", "effort", "accuracy risk", "chapter", "combination",
+           "reason")
+CHECK = RISKS[2]
+# An inconclusive result is never read as "did not pay": what it needs is more rounds (or seeds, for accuracy).
+INCONCLUSIVE_NOTE = {"time ratio": "its interval includes 1: measure more rounds",
+                     "accuracy difference": "its interval includes 0 points: compare more seeds"}
+
+
+class Technique(NamedTuple):
+    """What a ledger technique is for (its goal), in the learner's words, and what it costs to try; builds_on names
+    the catalogued technique its ratio is measured on top of (its baseline), if any."""
+
+    goal: str
+    words: str
+    effort: str
+    risk: str
+    combination: bool = False
+    builds_on: str = ""
+
+
+def _precision_entries() -> dict[str, Technique]:
+    """Chapter 3's mixed-precision entries: bf16, or fp16 on a GPU without bf16; small CNN, ResNet-18, against TF32."""
+    catalog = {}
+    for low in ("bf16", "fp16"):
+        catalog[f"mixed_precision_{low}"] = Technique("throughput", f"{low} autocast for training (small CNN)",
+                                                      "a few lines", "rounding")
+        catalog[f"mixed_precision_{low}_resnet18"] = Technique(
+            "throughput", f"{low} autocast for training (ResNet-18)", "a few lines", "rounding")
+        catalog[f"mixed_precision_{low}_vs_tf32_resnet18"] = Technique(
+            "throughput", f"{low} autocast for training, against TF32 (ResNet-18)", "a few lines", "rounding")
+    return catalog
+
+
+# A result is filed under the goal its metric measures (batching buys throughput, not latency; bf16 compression
+# halves bytes sent, which is communication). Techniques the catalogue does not know are filed under "other".
+CATALOG: dict[str, Technique] = {
+    "batching": Technique("throughput", "batch inference requests", "a few lines", "none"),
+    "batched_data_fetch": Technique("throughput", "a batch with one indexing operation, images kept as tensors",
+                                    "a few lines", "none", True),
+    "depthwise_separable_conv": Technique("latency", "depthwise separable convolutions", "a project", CHECK),
+    "channel_pruning_50": Technique("latency", "prune half the channels, then fine-tune", "a project", CHECK),
+    "unstructured_pruning_50": Technique("latency", "zero half the weights (unstructured)", "a project", CHECK),
+    "conv_bn_folding": Technique("latency", "fold batch norms into convolutions", "a few lines", "rounding"),
+    "channels_last": Technique("latency", "channels_last memory layout", "one line", "none"),
+    "torch_compile": Technique("latency", "torch.compile", "one line", "none"),
+    "torch_compile_freezing": Technique("latency", "torch.compile with freezing, against compile alone", "one line",
+                                        "none", builds_on="torch_compile"),
+    "torch_compile_training": Technique("throughput", "torch.compile for a training step", "one line", "none"),
+    **_precision_entries(),
+    "fused_adamw": Technique("throughput", "the fused AdamW step", "one line", "none"),
+    "dataloader_workers": Technique("throughput", "DataLoader workers", "one line", "none"),
+    "memory_cache": Technique("throughput", "a decoded in-memory cache", "a few lines", "none"),
+    "ddp_buckets": Technique("communication", "DDP's gradient buckets, against one all-reduce per tensor",
+                             "one line", "none"),
+    "ddp_two_processes": Technique("throughput", "DDP with two processes on one machine", "a few lines", "none"),
+    "no_sync_accumulation": Technique("communication", "no_sync during gradient accumulation", "a few lines", "none"),
+    "bf16_compress_hook": Technique("communication", "bf16 gradient compression, against the same fp32 hook",
+                                    "one line", "rounding"),
+    "omp_one_thread_per_process": Technique("throughput", "one OpenMP thread per DDP process", "one line", "none",
+                                            builds_on="ddp_two_processes"),
+    "fsdp2_memory": Technique("memory", "FSDP2 sharding (accounted bytes per rank)", "a few lines", "none"),
+    "fsdp2_step": Technique("memory", "FSDP2's step time, against DDP (the price of sharding)", "a few lines",
+                            "none"),
+    "pseudo_labelling": Technique("accuracy", "pseudo-labels from a teacher on unlabelled images", "a project",
+                                  CHECK),
+    "knowledge_distillation": Technique("accuracy", "distillation into a small student, against pseudo-labels",
+                                        "a project", CHECK, builds_on="pseudo_labelling"),
+    "compile_freezing_teacher": Technique("latency", "torch.compile with freezing, against eager (a CNN at batch 64)",
+                                          "one line", "none"),
+    "bf16_inference": Technique("latency", "bf16 inference, compiled with freezing", "a few lines", "rounding",
+                                builds_on="compile_freezing_teacher"),
+    "int8_dynamic_linear": Technique("latency", "dynamic int8 for Linear layers (torchao)", "a few lines", CHECK,
+                                     builds_on="bf16_inference"),
+    "int8_static_pt2e": Technique("latency", "static int8 with PT2E and freezing", "a few lines", CHECK,
+                                  builds_on="compile_freezing_teacher"),
+    "weight_only_int8": Technique("latency", "weight-only int8 at batch 1", "one line", CHECK,
+                                  builds_on="bf16_inference"),
+    "weight_only_int4": Technique("latency", "weight-only int4 at batch 1", "one line", CHECK,
+                                  builds_on="bf16_inference"),
+    "compression_combined": Technique("latency", "pruning, distillation and int8 together", "a project", CHECK, True),
+    "profiler_fix_normalize_loop": Technique("throughput", "one vectorised expression instead of a loop over the "
+                                             "batch", "a few lines", "none"),
+    "profiler_fix_cached_loader": Technique("throughput", "resize once, shift whole batches (instead of per sample)",
+                                            "a few lines", "none", builds_on="profiler_fix_normalize_loop"),
+    "profiler_fix": Technique("throughput", "the fixes a profile pointed at, together", "a few lines", "none", True),
+    "onnxruntime": Technique("latency", "ONNX Runtime, against torch.compile with freezing", "a few lines", "none",
+                             builds_on="compile_freezing_teacher"),
+    "onnxruntime_int8_static": Technique("latency", "ONNX Runtime static int8 (QDQ)", "a few lines", CHECK,
+                                         builds_on="onnxruntime"),
+    "onnxruntime_int8_dynamic_mlp": Technique("latency", "ONNX Runtime dynamic int8 for Linear layers",
+                                              "a few lines", CHECK, builds_on="onnxruntime"),
+    "tensorrt_fp16": Technique("latency", "a TensorRT fp16 engine, against torch.compile with CUDA graphs",
+                               "a project", "rounding", builds_on="torch_compile"),
+    "capstone_workers": Technique("throughput", "two DataLoader workers, training on the cores they leave",
+                                  "a few lines", "none"),
+    "capstone_int8_after_pruning": Technique("latency", "int8 (PT2E) after pruning, against the pruned network compiled",
+                                             "a few lines", CHECK, builds_on="compile_freezing_teacher"),
+    "capstone_ort_fp32": Technique("latency", "ONNX Runtime for the pruned network, against it compiled", "a few lines",
+                                   "none", builds_on="compile_freezing_teacher"),
+    "capstone_ort_int8": Technique("latency", "ONNX Runtime static int8 after pruning, against ONNX Runtime fp32",
+                                   "a few lines", CHECK, builds_on="onnxruntime"),
+    "capstone_cache": Technique("throughput", "the capstone's decoded in-memory cache", "a few lines", "none"),
+    "capstone_plan_latency": Technique("latency", "the capstone's plan, all its stages against eager fp32",
+                                       "a project", CHECK, True),
+    "capstone_plan_size": Technique("size", "the capstone's plan, all its stages (bytes)", "a project", CHECK, True),
+    # written by earlier editions of chapter 8; kept so that older ledgers still read
+    "capstone_latency": Technique("latency", "the capstone's plan, all stages together", "a project", CHECK, True),
+    "capstone_size": Technique("size", "the capstone's plan, all stages together", "a project", CHECK, True),
+    "capstone_pipeline": Technique("throughput", "the capstone's best data pipeline", "a few lines", "none", True),
 }
+UNKNOWN = Technique("other", "", "unknown", "unknown")
+REQUIRED_KEYS = ("chapter", "technique", "metric", "speedup", "gain", "hardware")
 
 
-def ratio_text(entry: dict) -> str:
-    """An entry's number as the guide prints it: median and, where measured in rounds, its interval (a 95%
-    interval from 8 rounds up; below, the range of the rounds, and said so)."""
+def _text(entry: Mapping, key: str) -> str:
+    """A text field of an entry; '' where it is missing or not text (older ledgers, NaN in a table row)."""
+    value = entry.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def technique_of(entry: Mapping) -> Technique:
+    """The catalogue's record of an entry's technique; unknown techniques keep their ledger name, goal 'other'."""
+    return CATALOG.get(entry["technique"], UNKNOWN._replace(words=entry["technique"]))
+
+
+def is_combination(entry: Mapping) -> bool:
+    """Several techniques measured together: flagged so in the ledger, or known to the catalogue as one."""
+    flag = entry.get("combination")
+    return (isinstance(flag, (bool, np.bool_)) and bool(flag)) or technique_of(entry).combination
+
+
+def kind_of(entry: Mapping) -> str:
+    """What the number is (KINDS): a time ratio measured in rounds, an exact ratio, or an accuracy difference."""
+    kind = _text(entry, "kind")
+    if kind.startswith("accuracy difference"):
+        return "accuracy difference"
+    if kind.startswith("exact"):
+        return "exact ratio"
+    return "time ratio" if kind.startswith("time ratio") or _interval(entry) else "exact ratio"
+
+
+def against(entry: Mapping) -> str:
+    """The baseline an entry was measured against: its compared_with, or its metric where older ledgers lack one."""
+    return _text(entry, "compared_with") or _text(entry, "metric")
+
+
+def _interval(entry: Mapping) -> tuple[float, float] | None:
+    """The entry's (low, high) interval, or None where it has none (exact ratios; NaN in a table row)."""
+    interval = entry.get("speedup_interval")
+    if interval is None or len(interval) != 2 or any(v != v for v in interval):
+        return None
+    return float(interval[0]), float(interval[1])
+
+
+def coverage_percent(rounds: int) -> int:
+    """Distribution-free coverage of the range of k round ratios for their median: 1 - 2 * 0.5**k, in percent."""
+    return round(100 * (1 - 2 * 0.5 ** rounds))
+
+
+def interval_words(entry: Mapping) -> str:
+    """What an entry's interval is: '95% interval, 8 rounds', 'range of 5 rounds, about 94% coverage', or ''."""
+    found = re.search(r"(\d+) rounds", _text(entry, "kind"))
+    if not found:
+        return ""
+    rounds = int(found.group(1))
+    if rounds < BOOTSTRAP_MIN_ROUNDS:
+        return f"range of {rounds} rounds, about {coverage_percent(rounds)}% coverage"
+    return f"95% interval, {rounds} rounds"
+
+
+def _points_text(entry: Mapping) -> str | None:
+    """An accuracy entry's difference in points with its interval, from extras['difference_points']."""
+    points = (entry.get("extras") or {}).get("difference_points")
+    if not points or len(points) != 3:
+        return None
+    mean, low, high = points
+    seeds = re.search(r"over (\d+) paired seeds", _text(entry, "kind"))
+    label = f"95% interval over {seeds.group(1)} seeds" if seeds else "95% interval"
+    return f"{mean:+.2f} points ({label}: {low:+.2f} to {high:+.2f})"
+
+
+def ratio_text(entry: Mapping) -> str:
+    """An entry's number as the guide prints it: a ratio with its interval (named as what it is), 'exact' for sizes
+    and counts, or an accuracy difference in points."""
+    if kind_of(entry) == "accuracy difference" and (points := _points_text(entry)):
+        return points
     text = f"{entry['speedup']:.2f}x"
-    if entry.get("speedup_interval"):
-        low, high = entry["speedup_interval"]
-        ranged = re.search(r"range of \d+ rounds", entry.get("kind", ""))
-        text += f" ({ranged.group(0) + ': ' if ranged else ''}{low:.2f} to {high:.2f}x)"
-    return text
+    interval = _interval(entry)
+    if interval is None:
+        return f"{text} (exact)" if kind_of(entry) == "exact ratio" else text
+    words = interval_words(entry)
+    return f"{text} ({words + ': ' if words else ''}{interval[0]:.2f} to {interval[1]:.2f}x)"
 
 
-def size_ratio(entry: dict) -> float | None:
-    """The size (or parameter) reduction an entry recorded beside its speed-up, if any."""
-    extras = entry.get("extras") or {}
-    return extras.get("size_ratio") or extras.get("params_ratio")
+def reading(entry: Mapping) -> str:
+    """How a result reads (READINGS, GUIDE section 5), from its interval against 1 and then its claim: 'paid' (above
+    1, and its claim, if judged, holds), 'gained less than its claim' (above 1, its claim not shown), 'no measurable
+    effect' (a narrow interval around 1), 'inconclusive' (a wide one: never 'did not pay'), 'did not pay' (below 1),
+    or 'accounted' (an exact ratio: sizes, bytes, counts, true by construction)."""
+    if kind_of(entry) == "exact ratio":
+        return "accounted"
+    verdict, gain = _text(entry, "verdict"), entry["gain"]
+    if gain == "gain":
+        return "paid" if verdict in ("", "holds") else "gained less than its claim"
+    if gain == "loss":
+        return "did not pay"
+    interval = _interval(entry)
+    if interval and PRECISE_NULL[0] <= interval[0] and interval[1] <= PRECISE_NULL[1]:
+        return "no measurable effect"
+    return "inconclusive"
 
 
-def likely_reason(technique: str, hardware: HardwareReport) -> str:
-    """A likely reason, from this machine's hardware report, why a technique did not pay (not a measurement)."""
-    if technique.startswith("mixed_precision"):
-        return {False: "this CPU has no native bf16 arithmetic (AVX-512-BF16 or AMX)",
-                True: "the CPU has bf16 instructions, but at this size the conversions cost more than they save "
-                      "(chapter 3)",
-                None: "this CPU's bf16 support could not be read (chapter 3)"}[hardware.cpu_native_bf16]
-    if technique in ("dataloader_workers", "ddp_two_processes", "omp_one_thread_per_process"):
-        return (f"{hardware.cpu_cores} logical CPUs: the extra processes share them with the training step "
-                "(chapters 4, 5)")
-    if technique in ("int8_static_pt2e", "int8_dynamic_linear", "onnxruntime_int8_static", "compression_combined"):
-        return f"int8 pays only with int8 kernels for this CPU ({hardware.cpu_isa}) and enough work per call"
-    if technique in ("weight_only_int8", "weight_only_int4"):
-        return "weight-only int8 converts weights back to float before each matmul: it saves bytes, not arithmetic"
-    if technique == "torch_compile_freezing":
-        return "against compile alone, freezing mainly enables the int8 fusions (chapter 6)"
-    if technique == "fsdp2_step":
-        return "it is the price of FSDP2's memory saving: its gathers, copies and hooks (chapter 5, section 5.5)"
-    return "not measured here: read the reading under that chapter's measurement"
+def sure_gain(entry: Mapping) -> float:
+    """How sure a gain is, to rank within one group only: the lower end of its interval (ratio or points)."""
+    if kind_of(entry) == "accuracy difference":
+        points = (entry.get("extras") or {}).get("difference_points")
+        return float(points[1]) if points and len(points) == 3 else float("-inf")
+    interval = _interval(entry)
+    return interval[0] if interval else float(entry["speedup"])
 
 
-def _line(entry: dict, goal: str) -> str:
-    """One bullet: what the technique is, its ledger number (for size: the size ratio), and the chapter."""
-    _, what = CATALOG.get(entry["technique"], ("", entry["technique"]))
-    if goal == "size":
-        ratio = size_ratio(entry) or entry["speedup"]  # a size result's own speed-up is its size ratio
-        return f"{what}: {ratio:.1f}x smaller ({entry['metric']}; chapter {entry['chapter']})"
-    size = size_ratio(entry)
-    size_text = f"; also {size:.1f}x smaller" if size and size > 1 else ""
-    return f"{what}: {ratio_text(entry)} on {entry['metric']}{size_text} (chapter {entry['chapter']})"
+def group_key(entry: Mapping) -> tuple[str, bool, str, str]:
+    """The group a result is ranked in (like with like): its goal, whether it is a combination, its baseline and its
+    kind."""
+    return technique_of(entry).goal, is_combination(entry), against(entry), kind_of(entry)
 
 
-def reading(entry: dict, goal: str) -> str:
-    """Where a result belongs in the guide (GUIDE section 5): 'paid' (a time ratio that gained, and whose claim, if
-    judged, holds), 'below its claim' (it gained, but less than its claim's threshold), 'inconclusive', 'did not
-    pay', or 'accounted' (an exact ratio: a size, bytes or a count, true by construction and no speed-up; under the
-    size goal, a size is what is asked for and counts as paid)."""
-    if entry.get("kind", "").startswith("exact"):
-        return "paid" if goal == "size" and entry["gain"] == "gain" else "accounted"
-    verdict = entry.get("verdict", "")
-    if verdict == "inconclusive" or entry["gain"] == "inconclusive":
-        return "inconclusive"
-    if entry["gain"] == "gain":
-        return "paid" if verdict in ("", "holds") else "below its claim"
-    return "did not pay"
-
-
-def sure_gain(entry: dict) -> float:
-    """How sure a gain is: its interval's lower bound; exact results (no rounds) rank after every measured one."""
-    return entry["speedup_interval"][0] if entry.get("speedup_interval") else 0.0
-
-
-READINGS = ("paid", "below its claim", "inconclusive", "did not pay", "accounted")
-
-
-def guide_sections(entries: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
-    """Entries by goal, then by their reading (READINGS; 'paid' surest gain first, size by its ratio). Every result
-    with a size ratio also appears under size."""
-    sections: dict[str, dict[str, list[dict]]] = {goal: {r: [] for r in READINGS} for goal in (*GOALS, "other")}
+def group_ranks(entries: Sequence[Mapping]) -> list[int]:
+    """Each entry's rank within its group (0: the surest gain against that baseline)."""
+    ranks = []
     for entry in entries:
-        goal = CATALOG.get(entry["technique"], ("other",))[0]
-        sections[goal][reading(entry, goal)].append(entry)
-        if goal != "size" and (size_ratio(entry) or 0) > 1:
-            sections["size"]["paid"].append(entry)
-    for goal, parts in sections.items():
-        parts["paid"].sort(key=(lambda e: -(size_ratio(e) or e["speedup"])) if goal == "size"
-                           else (lambda e: -sure_gain(e)))
-    return sections
+        rivals = [e for e in entries if group_key(e) == group_key(entry) and sure_gain(e) > sure_gain(entry)]
+        ranks.append(len(rivals))
+    return ranks
 
 
-def measured_on(entries: Sequence[dict], hardware: HardwareReport) -> list[dict]:
+def total_cost(technique: Technique) -> tuple[int, int]:
+    """The effort and risk ranks (EFFORTS, RISKS; unknown last) of a technique and of what it builds on: trying a
+    step measured on top of another means trying that one too."""
+    effort = EFFORTS.index(technique.effort) if technique.effort in EFFORTS else len(EFFORTS)
+    risk = RISKS.index(technique.risk) if technique.risk in RISKS else len(RISKS)
+    if technique.builds_on in CATALOG:
+        below = total_cost(CATALOG[technique.builds_on])
+        return max(effort, below[0]), max(risk, below[1])
+    return effort, risk
+
+
+def cost_key(entry: Mapping, rank: int) -> tuple:
+    """Cheap and safe first (effort, then accuracy risk, each with what it builds on), a step on top of another
+    after a first step, then the rank within its group (the surest gain against that baseline), then chapter."""
+    technique = technique_of(entry)
+    return (*total_cost(technique), bool(technique.builds_on), rank, entry["chapter"], entry["technique"])
+
+
+def _cpu_reason(entry: Mapping, hardware: HardwareReport) -> str:
+    """A reason a chapter measured for a CPU result that did not pay, from this CPU's report; '' where none did."""
+    technique, cores = entry["technique"], hardware.cpu_cores
+    if technique.startswith("mixed_precision_bf16") and hardware.cpu_native_bf16 is False:
+        return "this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX): chapter 3"
+    if technique == "dataloader_workers":
+        return f"the workers and the training step share this machine's {cores} logical CPUs: chapter 4"
+    if technique == "ddp_two_processes":
+        return (f"two processes share the {cores} logical CPUs one process already used, and add an all-reduce: "
+                "chapter 5")
+    if technique in ("int8_static_pt2e", "int8_dynamic_linear", "onnxruntime_int8_static",
+                     "onnxruntime_int8_dynamic_mlp", "capstone_int8_after_pruning", "capstone_ort_int8"):
+        return (f"int8 pays only with this CPU's int8 kernels (VNNI or AMX; this CPU: {hardware.cpu_isa}) and enough "
+                "work per call to repay the quantize steps: chapter 6")
+    if technique.startswith("weight_only_"):
+        return ("weight-only quantization turns the weights back to float for each matmul: it saves bytes, not "
+                "arithmetic: chapter 6")
+    return ""
+
+
+def established_reason(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping] = ()) -> str:
+    """Why a result read as it did, only where a chapter measured the cause ('' otherwise; an inconclusive result
+    gets 'measure more rounds'); reasons read from the CPU's report apply only to results measured on the CPU."""
+    require_instance("hardware", hardware, HardwareReport)
+    if entry["technique"] == "dataloader_workers":
+        workers = [e for e in here if e["technique"] == "capstone_workers" and e["gain"] == "gain"]
+        if workers:
+            return (f"workers gained once the training step left them cores: chapter 8, {ratio_text(workers[0])} "
+                    f"({reading(workers[0])})")
+    if reading(entry) == "inconclusive":
+        return INCONCLUSIVE_NOTE.get(kind_of(entry), INCONCLUSIVE_NOTE["time ratio"])
+    if reading(entry) == "gained less than its claim":
+        return ("it gained, but its interval includes its claim's threshold: measure more rounds"
+                if _text(entry, "verdict") == "inconclusive" else "it gained, less than its claim's threshold")
+    if reading(entry) not in ("did not pay", "gained less than its claim"):
+        return ""
+    if entry["technique"] == "fsdp2_step":
+        return "the price of FSDP2's memory saving: its gathers, copies and hooks: chapter 5, where its step goes"
+    on_cpu = entry["hardware"] == hardware.cpu_label and entry["hardware"] != hardware.gpu_name
+    return _cpu_reason(entry, hardware) if on_cpu else ""
+
+
+def measured_on(entries: Sequence[Mapping], hardware: HardwareReport) -> list[Mapping]:
     """The entries this machine measured (its CPU label, or its GPU's name)."""
+    require_instance("hardware", hardware, HardwareReport)
     return [entry for entry in entries if entry["hardware"] in (hardware.cpu_label, hardware.gpu_name)]
 
 
-def decision_guide(entries: Sequence[dict], hardware: HardwareReport) -> Markdown:
-    """The guide as Markdown: per goal, what to try first, what else paid, and what did not (with a likely reason).
-
-    Only results measured on this machine count; ratios are against each result's own baseline (named in its
-    metric), so compare them within a goal with care and across goals not at all.
-    """
+def _checked(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport) -> list[Mapping]:
+    """The entries as mappings, each checked to carry the fields the guide reads."""
     require_instance("hardware", hardware, HardwareReport)
-    here = measured_on(entries, hardware)
+    require_instance("entries", entries, (list, tuple))
+    rows = [asdict(e) if isinstance(e, LedgerEntry) else require_instance(f"entries[{i}]", e, Mapping)
+            for i, e in enumerate(entries)]
+    for i, row in enumerate(rows):
+        missing = [key for key in REQUIRED_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"entries[{i}] is not a ledger entry (missing {missing})")
+    return rows
+
+
+def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> dict:
+    """One result as a row of the guide's table."""
+    technique = technique_of(entry)
+    return {"goal": technique.goal, "technique": technique.words, "result": ratio_text(entry),
+            "against": against(entry), "reading": reading(entry), "effort": technique.effort,
+            "accuracy risk": technique.risk, "chapter": int(entry["chapter"]), "combination": is_combination(entry),
+            "reason": established_reason(entry, hardware, here)}
+
+
+def _ordered(here: Sequence[Mapping]) -> list[Mapping]:
+    """Goal by goal, single techniques before combinations, each reading in READINGS' order, cheap and safe first."""
+    ranks = dict(zip(map(id, here), group_ranks(here)))
+    goals = (*GOALS, "other")
+    return sorted(here, key=lambda e: (goals.index(technique_of(e).goal), is_combination(e),
+                                       READINGS.index(reading(e)), cost_key(e, ranks[id(e)])))
+
+
+def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport) -> pd.DataFrame:
+    """One row per result measured on this machine: goal, technique, result, against, reading, effort, accuracy
+    risk, chapter, combination and a reason where a chapter established one; cheap and safe first in each goal."""
+    here = measured_on(_checked(entries, hardware), hardware)
+    return pd.DataFrame([_row(entry, hardware, here) for entry in _ordered(here)], columns=list(COLUMNS))
+
+
+def try_first(entries: Sequence[Mapping], goal: str) -> Mapping | None:
+    """The cheapest and safest single technique of a goal that paid (ties: the surest gain within its group)."""
+    require_choice("goal", goal, (*GOALS, "other"))
+    singles = [e for e in entries if technique_of(e).goal == goal and not is_combination(e)]
+    ranks = dict(zip(map(id, singles), group_ranks(singles)))
+    paid = [e for e in singles if reading(e) == "paid"]
+    return min(paid, key=lambda e: cost_key(e, ranks[id(e)])) if paid else None
+
+
+def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
+    """A goal's 'Try first' and how its single-technique results read; None where the goal has none."""
+    singles = [e for e in entries if technique_of(e).goal == goal and not is_combination(e)]
+    if not singles:
+        return None
+    counts = ", ".join(f"{n} {r}" for r in READINGS if (n := sum(reading(e) == r for e in singles)))
+    first = try_first(singles, goal) if goal != "other" else None
+    if first is None:
+        pick = "nothing paid here yet" if goal != "other" else "not in the catalogue, so not ranked"
+    else:
+        technique = technique_of(first)
+        pick = (f"{technique.words} ({technique.effort}; accuracy risk: {technique.risk}): {ratio_text(first)} "
+                f"against {against(first)} (chapter {first['chapter']})")
+    name = goal.capitalize() if goal != "other" else "Other results"
+    return f"- **{name}**. *Try first*: {pick}. Readings: {counts}."
+
+
+def _combination_line(entry: Mapping) -> str:
+    """One combination, listed apart and never ranked against single techniques."""
+    technique = technique_of(entry)
+    return (f"- *Combination* ({technique.goal}, chapter {entry['chapter']}): {technique.words}: {ratio_text(entry)} "
+            f"against {against(entry)}; {reading(entry)}.")
+
+
+def _title(hardware: HardwareReport) -> str:
+    """The machine the guide is for: the CPU, and the GPU where there is one."""
+    return hardware.cpu_label + (f" and {hardware.gpu_name}" if hardware.gpu_name else "")
+
+
+def decision_guide(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport) -> Markdown:
+    """The guide in a few lines: how many results, per goal what to try first and how its results read, and each
+    combination on its own line (every result, with its reading and reason, is in `guide_table`)."""
+    checked = _checked(entries, hardware)
+    here = measured_on(checked, hardware)
     if not here:
         return Markdown("The ledger holds no results from this machine: run chapters 1 to 7 first (`make execute`), "
                         "then this cell again.")
-    lines = [f"**Decision guide for {hardware.cpu_label}**, written from the {len(here)} ledger results measured "
-             f"on this machine ({len(entries) - len(here)} from other hardware left out). Each ratio is against its "
-             "own baseline, named in its metric."]
-    for goal, parts in guide_sections(here).items():
-        if not any(parts.values()):
-            continue
-        lines.append(f"\n**{goal.capitalize() if goal != 'other' else 'Other results'}**")
-        if parts["paid"]:
-            lines.append(f"- *Try first*: {_line(parts['paid'][0], goal)}.")
-            lines += [f"- Also paid: {_line(entry, goal)}." for entry in parts["paid"][1:]]
-        lines += [f"- Gained less than its claim here: {_line(entry, goal)}." for entry in parts["below its claim"]]
-        lines += [f"- Inconclusive here (the interval, or the claim's threshold, leaves it open): {_line(entry, goal)}."
-                  for entry in parts["inconclusive"]]
-        lines += [f"- Did not pay here: {_line(entry, goal)}; likely reason: "
-                  f"{likely_reason(entry['technique'], hardware)}." for entry in parts["did not pay"]]
-        lines += [f"- Accounted, not timed: {_line(entry, goal)}." for entry in parts["accounted"]]
-    return Markdown("\n".join(lines))
+    inconclusive = sum(reading(e) == "inconclusive" for e in here)
+    lines = [f"**Decision guide for {_title(hardware)}**: {len(here)} results measured on this machine "
+             f"({len(checked) - len(here)} from other hardware left out; {inconclusive} inconclusive: the interval "
+             f"includes 1 or its claim's threshold, so measure more rounds). Order: {ORDER_NOTE}; a step measured "
+             "on top of another technique counts that one's cost too."]
+    lines += [line for goal in (*GOALS, "other") if (line := _goal_line(here, goal))]
+    lines += [_combination_line(e) for e in _ordered(here) if is_combination(e)]
+    return Markdown(lines[0] + "\n\n" + "\n".join(lines[1:]))

@@ -1,30 +1,36 @@
 """Chapter 8's capstone bookkeeping: one model's stages as a table (latency with intervals, size, accuracy with
-its interval and its paired change against the baseline), the learner's accuracy budget, and the plan it allows."""
+its interval and its paired change against the baseline), the learner's accuracy budget, and the plan it allows.
+
+One rule judges both sides with their intervals: a stage stays within the budget when the lower end of its
+accuracy change's interval (and of every stage it builds on) is above -budget, and its step pays when its latency
+interval lies above 1, or when it makes the model smaller and its latency interval does not lie below 1."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
-from helpers.core.accuracy import wilson_interval
+from helpers.core.accuracy import paired_accuracy_change, wilson_interval
 from helpers.core.claims import timing_ratio
 from helpers.core.measure import Timing
 from helpers.core.validate import require_instance, require_int, require_number
 
-PAYS = ("gain", "baseline")  # a stage's own step pays when its interval is above 1 (the baseline counts as paying)
+PAYS = ("gain", "baseline")  # a step is faster when its interval is above 1 (the baseline counts as paying)
 
 
 @dataclass(frozen=True)
 class Stage:
     """One row of the waterfall: the model after `step`, measured in this run.
 
-    correct holds one bool per test image (was this stage's prediction right?), so that accuracy changes are
+    correct holds one bool per held-out image (was this stage's prediction right?), so that accuracy changes are
     judged image by image against the baseline. builds_on names the stage this one starts from (None: the row
-    before it); note says why the step cannot change latency, where that is known before measuring.
+    before it); note says why the step cannot change latency, where that is known before measuring; constraint
+    says what the stage asks of a deployment (a fixed batch size, a first call that compiles); same_function marks a
+    step that computes its parent's function up to float rounding (a layout, a compiler), whose accuracy is its
+    parent's as long as it changes no prediction.
     """
 
     name: str
@@ -34,17 +40,19 @@ class Stage:
     correct: torch.Tensor
     builds_on: str | None = None
     note: str = ""
+    constraint: str = ""
+    same_function: bool = False
 
 
 def _check_stages(stages: Sequence[Stage]) -> None:
-    """At least a baseline and one more stage, unique names, one correctness flag per test image, known parents."""
+    """At least a baseline and one more stage, unique names, one correctness flag per image, known parents."""
     if len(stages) < 2:
         raise ValueError(f"a waterfall needs the baseline and at least one stage, got {len(stages)}")
     for index, stage in enumerate(stages):
         require_instance(f"stages[{index}]", stage, Stage)
         require_int(f"stages[{index}].size_bytes", stage.size_bytes, minimum=1)
         if stage.correct.dtype != torch.bool or stage.correct.shape != stages[0].correct.shape:
-            raise ValueError(f"stages[{index}].correct must be a bool tensor with one flag per test image, like "
+            raise ValueError(f"stages[{index}].correct must be a bool tensor with one flag per image, like "
                              f"the baseline's {tuple(stages[0].correct.shape)}")
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
@@ -54,14 +62,10 @@ def _check_stages(stages: Sequence[Stage]) -> None:
             raise ValueError(f"stages[{index}].builds_on must name an earlier stage, got {stage.builds_on!r}")
 
 
-def paired_change_points(baseline: torch.Tensor, candidate: torch.Tensor, *, resamples: int = 2000,
-                         seed: int = 0) -> tuple[float, float, float]:
-    """Accuracy change in points (candidate - baseline) on the same images, with a 95% bootstrap interval over the
-    images (paired: both models are scored on each resampled image)."""
-    difference = candidate.float().numpy() - baseline.float().numpy()
-    picks = np.random.default_rng(seed).integers(0, len(difference), size=(resamples, len(difference)))
-    low, high = np.percentile(difference[picks].mean(axis=1), [2.5, 97.5])
-    return 100 * float(difference.mean()), 100 * float(low), 100 * float(high)
+def paired_change_points(baseline: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float, float]:
+    """Accuracy change in points (candidate - baseline) on the same images, with its 95% interval (Newcombe's
+    hybrid score interval for paired proportions: see paired_accuracy_change)."""
+    return tuple(100 * value for value in paired_accuracy_change(baseline, candidate))
 
 
 def waterfall_table(stages: Sequence[Stage]) -> pd.DataFrame:
@@ -77,27 +81,33 @@ def waterfall_table(stages: Sequence[Stage]) -> pd.DataFrame:
         total = timing_ratio(baseline.timing, stage.timing) if index else None
         accuracy = stage.correct.float().mean().item()
         low, high = wilson_interval(accuracy, len(stage.correct))
-        change, change_low, change_high = paired_change_points(baseline.correct, stage.correct)
+        change, change_low, change_high = (paired_change_points(baseline.correct, stage.correct) if index
+                                           else (0.0, 0.0, 0.0))  # the baseline is the reference itself
         rows.append({
             "stage": stage.name, "step": stage.step, "builds_on": parent.name if index else "",
-            "latency_ms": stage.timing.median_ms,
+            "latency_ms": stage.timing.round_median_ms,
             "step_speedup": step.median if step else 1.0, "step_low": step.low if step else 1.0,
             "step_high": step.high if step else 1.0, "step_gain": step.gain if step else "baseline",
             "total_speedup": total.median if total else 1.0, "total_low": total.low if total else 1.0,
             "total_high": total.high if total else 1.0,
             "size_KB": stage.size_bytes / 1e3, "size_reduction": baseline.size_bytes / stage.size_bytes,
+            "size_step": parent.size_bytes / stage.size_bytes if index else 1.0,
             "accuracy_%": 100 * accuracy, "accuracy_low_%": 100 * low, "accuracy_high_%": 100 * high,
             "accuracy_change_points": change, "change_low_points": change_low, "change_high_points": change_high,
-            "note": stage.note,
+            "note": stage.note, "constraint": stage.constraint, "same_function": stage.same_function,
+            "changed_from_parent": int((stage.correct != parent.correct).sum()) if index else 0,
         })
     return pd.DataFrame(rows).set_index("stage")
 
 
 def within_budget(table: pd.DataFrame, budget_points: float) -> pd.Series:
-    """True for a stage that loses at most budget_points against stage 0, and whose stages it builds on do too
-    (a stage over the budget takes every stage built on it out of the plan)."""
+    """True for a stage whose accuracy change is shown to lose at most budget_points (the lower end of its paired
+    95% interval is at or above -budget_points), or that computes its parent's function and changed no prediction;
+    and whose stages it builds on are within too: a stage over the budget, or not shown to be within it, takes
+    every stage built on it out of the plan."""
     require_number("budget_points", budget_points, minimum=0.0)
-    own = table["accuracy_change_points"] >= -budget_points
+    inherits = table["same_function"] & (table["changed_from_parent"] == 0)
+    own = (table["change_low_points"] >= -budget_points - 1e-9) | inherits
     allowed = {}
     for name, parent in table["builds_on"].items():
         allowed[name] = bool(own[name]) and (allowed[parent] if parent else True)
@@ -106,20 +116,42 @@ def within_budget(table: pd.DataFrame, budget_points: float) -> pd.Series:
 
 def budget_is_clear(table: pd.DataFrame, budget_points: float) -> pd.Series:
     """True where the paired 95% interval of the accuracy change lies wholly on one side of the budget line: the
-    decision would be the same on another sample of test images; False where it is within their noise."""
+    decision would be the same on another sample of images; False where the line falls inside their noise."""
     line = -require_number("budget_points", budget_points, minimum=0.0)
-    return (table["change_low_points"] > line) | (table["change_high_points"] < line)
+    return (table["change_low_points"] >= line) | (table["change_high_points"] < line)
+
+
+def step_pays(table: pd.DataFrame) -> pd.Series:
+    """True for the baseline and for a step that is faster (its interval above 1), or smaller than the stage it
+    builds on without being measurably slower (its interval not below 1)."""
+    faster = table["step_gain"].isin(PAYS)
+    smaller = (table["size_step"] > 1) & (table["step_gain"] != "loss")
+    return faster | smaller
 
 
 def plan_candidates(table: pd.DataFrame, budget_points: float) -> pd.Series:
-    """The stages a plan may stop at: within the budget (with the stages they build on), and the baseline or a
-    stage whose own step paid (a step that did not pay adds a technique and nothing to show for it)."""
-    return within_budget(table, budget_points) & table["step_gain"].isin(PAYS)
+    """The stages a plan may stop at: shown within the budget (with the stages they build on), and whose own step
+    pays (a step that buys neither speed nor size adds a technique and nothing to show for it)."""
+    return within_budget(table, budget_points) & step_pays(table)
 
 
 def deployment_plan(table: pd.DataFrame, budget_points: float) -> str:
     """The fastest of the plan candidates (largest total speed-up against stage 0)."""
     return str(table.loc[plan_candidates(table, budget_points), "total_speedup"].idxmax())
+
+
+def ratio_table(timings: Mapping[str, Timing], pairs: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """One row per named comparison (without, with) of timings from the same rounds: the speed-up of 'with' over
+    'without', its interval and its gain."""
+    rows = {}
+    for label, (without, with_) in pairs.items():
+        for name in (without, with_):
+            if name not in timings:
+                raise ValueError(f"pairs[{label!r}] names {name!r}, which was not timed; timed: {list(timings)}")
+        ratio = timing_ratio(timings[without], timings[with_])
+        rows[label] = {"without": without, "with": with_, "speedup": ratio.median, "low": ratio.low,
+                       "high": ratio.high, "reading": ratio.gain}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def flat_step_reason(row: pd.Series) -> str:

@@ -1,21 +1,38 @@
-"""The course's results ledger: each chapter records its measured results and claims; chapter 8 reads them all."""
+"""The course's results ledger: each chapter records its measured results and claims; chapter 8 reads them all.
+
+The file is JSON: {"format": 2, "entries": [...], "claims": [...], "runs": {"<chapter>": {...}}}. "runs" says
+who wrote each chapter (torch, Python and course versions, when, on which platform). A file without "format" is
+format 1, written before runs were recorded: its entries are read through upgrade_entry, which fills the fields that
+later chapters added (the first edition's entries had no interval and no gain; later ones no baseline name,
+kind, verdict or combination flag).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from helpers.core.accuracy import PairedDifference
 from helpers.core.claims import Claim, Ratio
-from helpers.core.validate import require_instance, require_int, require_number
+from helpers.core.validate import require_choice, require_instance, require_int, require_number
 from helpers.support.course_folder import course_folder
 
 LEDGER_ENV = "COURSE_LEDGER"
+LEDGER_FORMAT = 2  # 1: no "format" field and no "runs" (the files of earlier editions); 2: both
+FORMATS = (1, LEDGER_FORMAT)
+DISTRIBUTION = "dl-perf-course-helpers"  # the helpers package's name as pip installs it
+GIT_TIMEOUT_S = 2.0
 # The chapters that write to the ledger and their notebooks (book.toml lists the same; a test keeps them equal).
 COURSE_NOTEBOOKS = {
     1: "notebooks/ch01_measure.ipynb", 2: "notebooks/ch02_model_structure.ipynb", 3: "notebooks/ch03_hardware.ipynb",
@@ -122,15 +139,61 @@ def make_entry(
                        compared_with, "exact ratio (sizes or counts)", "", combination)
 
 
-def _read(path: Path | None) -> dict[str, list[dict]]:
-    """The ledger file's entries and claims (both empty if the file does not exist yet)."""
+def stored_format(stored: dict) -> int:
+    """The format of a ledger file's content: its "format" field, 1 where it has none."""
+    require_instance("stored", stored, dict)
+    number = stored.get("format", 1)
+    if isinstance(number, bool) or number not in FORMATS:
+        raise ValueError(f"ledger format must be one of {FORMATS} (a newer course may have written it), got {number!r}")
+    return number
+
+
+def _interval_gain(interval: list | tuple | None, speedup: object) -> str | None:
+    """The gain an entry of an earlier format implies: from its interval, else from its speed-up (None if neither)."""
+    if interval is not None and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
+        return "gain" if interval[0] > 1 else "loss" if interval[1] < 1 else "inconclusive"
+    if isinstance(speedup, (int, float)) and not isinstance(speedup, bool):
+        return "gain" if speedup > 1 else "loss" if speedup < 1 else "no gain"
+    return None
+
+
+def upgrade_entry(entry: dict, format: int) -> dict:
+    """A copy of an entry written in that ledger format, with every field of today's entries (earlier ones derived).
+
+    Format 1 covers three earlier shapes: the first edition's (no interval, no gain), then no baseline name or kind,
+    then no verdict or combination flag. A missing gain follows from the interval (its low bound above 1: gain, its
+    high bound below 1: loss, else inconclusive) or, without one, from the speed-up; 'no gain' beside an interval
+    (how entries said it before 'inconclusive') reads 'inconclusive'. A field that cannot be derived stays missing,
+    for the reader to name the entry.
+    """
+    require_instance("entry", entry, dict)
+    require_choice("format", format, FORMATS)
+    upgraded = dict(entry)
+    interval = upgraded.setdefault("speedup_interval", None)
+    derived = _interval_gain(interval, upgraded.get("speedup"))
+    if "gain" not in upgraded and derived is not None:
+        upgraded["gain"] = derived
+    elif interval is not None and upgraded.get("gain") == "no gain":
+        upgraded["gain"] = "inconclusive"
+    upgraded.setdefault("extras", {})
+    upgraded.setdefault("compared_with", "")
+    upgraded.setdefault("kind", "time ratio" if interval is not None else "exact ratio")
+    upgraded.setdefault("verdict", "")
+    upgraded.setdefault("combination", False)
+    return upgraded
+
+
+def _read(path: Path | None) -> dict:
+    """The ledger file's format, entries, claims and runs (empty, format 2, if the file does not exist yet)."""
     path = ledger_path() if path is None else Path(path)
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    return {"entries": stored.get("entries", []), "claims": stored.get("claims", [])}
+    stored = json.loads(path.read_text()) if path.exists() else {"format": LEDGER_FORMAT}
+    number = stored_format(stored)
+    return {"format": number, "entries": [upgrade_entry(e, number) for e in stored.get("entries", [])],
+            "claims": stored.get("claims", []), "runs": stored.get("runs", {})}
 
 
 def load_ledger(path: Path | None = None) -> list[dict]:
-    """All result entries in the ledger (empty list if it does not exist yet)."""
+    """All result entries in the ledger (empty list if it does not exist yet), in today's format."""
     return _read(path)["entries"]
 
 
@@ -139,7 +202,36 @@ def load_claims(path: Path | None = None) -> list[dict]:
     return _read(path)["claims"]
 
 
-def _write_atomically(path: Path, content: dict[str, list[dict]]) -> None:
+def load_runs(path: Path | None = None) -> dict[int, dict]:
+    """Who wrote each chapter, by chapter: torch, python, course, written (UTC) and platform (empty for format 1)."""
+    return {int(chapter): run for chapter, run in sorted(_read(path)["runs"].items(), key=lambda item: int(item[0]))}
+
+
+def course_version() -> str:
+    """The installed helpers' version, with the commit in a git checkout: '0.1.0 (git 4b6dc40)'."""
+    try:
+        text = version(DISTRIBUTION)
+    except PackageNotFoundError:
+        text = "helpers not installed"
+    folder = course_folder()
+    if folder is None or not (folder / ".git").exists():
+        return text
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return text
+    commit = done.stdout.strip()
+    return f"{text} (git {commit})" if done.returncode == 0 and commit else text
+
+
+def run_record() -> dict[str, str]:
+    """What wrote a chapter's results now: torch, Python and course versions, the UTC time and the platform."""
+    return {"torch": torch.__version__, "python": platform.python_version(), "course": course_version(),
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platform": sys.platform}
+
+
+def _write_atomically(path: Path, content: dict) -> None:
     """Write to a temporary file beside the target, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ledger-", suffix=".json")
@@ -159,15 +251,19 @@ def _unique_names(kind: str, chapter: int, items: list, cls: type, name_of) -> N
 
 def record_chapter(chapter: int, entries: list[LedgerEntry], claims: list[Claim] = (), *,
                    path: Path | None = None) -> Path:
-    """Replace every ledger entry and claim of `chapter` with these; other chapters are kept."""
+    """Replace every ledger entry and claim of `chapter` with these, and its run record; other chapters are kept
+    (their entries in today's format: the file is rewritten as format 2)."""
     require_int("chapter", chapter, minimum=1)
     _unique_names("entry", chapter, list(entries), LedgerEntry, lambda e: e.technique)
     _unique_names("claim", chapter, list(claims), Claim, lambda c: c.name)
     path = ledger_path() if path is None else Path(path)
     stored = _read(path)
+    runs = {key: run for key, run in stored["runs"].items() if key != str(chapter)}
     _write_atomically(path, {
+        "format": LEDGER_FORMAT,
         "entries": [e for e in stored["entries"] if e["chapter"] != chapter] + [asdict(e) for e in entries],
         "claims": [c for c in stored["claims"] if c["chapter"] != chapter] + [c.as_dict() for c in claims],
+        "runs": dict(sorted({**runs, str(chapter): run_record()}.items(), key=lambda item: int(item[0]))),
     })
     return path
 

@@ -5,7 +5,7 @@ import torch
 
 import helpers.ch06_compression.quantize  # noqa: F401  first: it quietens the log line that importing torchao prints
 from helpers.core.accuracy import (
-    compare_folds, fold_table, paired_difference, paired_prediction_change, wilson_interval,
+    compare_folds, fold_table, paired_accuracy_change, paired_difference, paired_prediction_change, wilson_interval,
 )
 
 
@@ -63,3 +63,19 @@ def test_paired_difference_rejects_unpaired_or_too_few_values():
         paired_difference([0.9, 0.8], [0.9, 0.8])
     with pytest.raises(ValueError, match="between 0.0 and 1.0|<= 1.0|at most"):
         paired_difference([0.9, 0.8, 1.5], [0.9, 0.8, 0.7])
+
+
+def test_the_paired_accuracy_change_is_a_score_interval_that_never_collapses():
+    base = torch.arange(450) < 440
+    candidate = base.clone()
+    candidate[:6], candidate[440:443] = False, True  # 6 images lost, 3 gained
+    change, low, high = paired_accuracy_change(base, candidate)
+    assert change == pytest.approx(-3 / 450) and low < change < high
+    swapped = paired_accuracy_change(candidate, base)
+    assert swapped == pytest.approx((-change, -high, -low))  # the same interval, seen from the other side
+    same = paired_accuracy_change(base, base)
+    assert same[0] == 0.0 and same[1] < 0 < same[2]  # no image changed, yet the next images might
+    larger = paired_accuracy_change(torch.arange(4500) < 4400, torch.arange(4500) < 4400)
+    assert larger[2] < same[2] / 2  # ten times the images, a narrower interval
+    with pytest.raises(ValueError, match="bool tensors"):
+        paired_accuracy_change(base, base.float())

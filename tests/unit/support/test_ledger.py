@@ -1,12 +1,18 @@
 """Tests of helpers/support/ledger.py."""
 
 import json
+import platform
+import sys
+from datetime import datetime, timedelta
+from importlib.metadata import version
 
 import pytest
+import torch
 
 from helpers.core.claims import Ratio, make_claim
 from helpers.support.ledger import (
-    LEDGER_ENV, ledger_path, ledger_table, load_claims, load_ledger, make_entry, record_chapter,
+    LEDGER_ENV, LEDGER_FORMAT, course_version, ledger_path, ledger_table, load_claims, load_ledger, load_runs,
+    make_entry, record_chapter, upgrade_entry,
 )
 
 
@@ -136,3 +142,77 @@ def test_an_accuracy_difference_keeps_its_interval_and_reads_an_interval_through
     with pytest.raises(ValueError, match="at most one"):
         make_entry(6, "kd", difference=paired_difference([0.9, 0.91, 0.92], [0.9, 0.9, 0.9]),
                    ratio=Ratio(1.0, 0.9, 1.1, 5), **common)
+
+
+def test_record_chapter_writes_the_format_and_who_wrote_each_chapter(tmp_path):
+    path = tmp_path / "ledger.json"
+    record_chapter(1, [entry(1)], path=path)
+    record_chapter(2, [entry(2, "pruning")], path=path)
+    stored = json.loads(path.read_text())
+    assert stored["format"] == LEDGER_FORMAT == 2 and list(stored["runs"]) == ["1", "2"]
+    runs = load_runs(path)
+    assert list(runs) == [1, 2] and set(runs[1]) == {"torch", "python", "course", "written", "platform"}
+    assert runs[1]["torch"] == torch.__version__ and runs[1]["python"] == platform.python_version()
+    assert runs[1]["course"].startswith(version("dl-perf-course-helpers")) and runs[1]["platform"] == sys.platform
+    assert datetime.fromisoformat(runs[1]["written"]).utcoffset() == timedelta(0)
+    assert load_runs(tmp_path / "none-yet.json") == {}
+
+
+def test_the_course_version_never_fails_without_git(tmp_path, monkeypatch):
+    monkeypatch.setattr("helpers.support.ledger.course_folder", lambda: tmp_path)
+    assert course_version() == version("dl-perf-course-helpers")  # no .git: the installed version alone
+    (tmp_path / ".git").mkdir()
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr("helpers.support.ledger.subprocess.run", no_git)
+    assert course_version() == version("dl-perf-course-helpers")
+    monkeypatch.setattr("helpers.support.ledger.course_folder", lambda: None)
+    assert course_version() == version("dl-perf-course-helpers")
+
+
+# Entries as chapters wrote them before the ledger had a format: the first edition's (commit 2565b37: no interval,
+# no gain, no claims), then with interval and gain ('no gain' for an interval across 1; b916484 to e3eef01).
+FIRST_EDITION = {"chapter": 1, "technique": "batching", "metric": "inference throughput", "unit": "images/s",
+                 "baseline": 100.0, "optimized": 250.0, "speedup": 2.5, "hardware": "Old CPU (AVX2, 4 cores)",
+                 "extras": {"best_batch_size": 64}}
+WITH_GAIN = FIRST_EDITION | {"technique": "masking", "speedup": 1.05, "speedup_interval": [0.9, 1.2], "gain": "no gain"}
+
+
+@pytest.mark.parametrize("stored, gain, kind", [
+    (FIRST_EDITION, "gain", "exact ratio"),
+    (FIRST_EDITION | {"speedup": 0.5}, "loss", "exact ratio"),
+    (FIRST_EDITION | {"speedup": 1.0}, "no gain", "exact ratio"),
+    (FIRST_EDITION | {"speedup_interval": [1.1, 1.3]}, "gain", "time ratio"),
+    (FIRST_EDITION | {"speedup_interval": [0.7, 0.9]}, "loss", "time ratio"),
+    (FIRST_EDITION | {"speedup_interval": [0.9, 1.1]}, "inconclusive", "time ratio"),
+    (WITH_GAIN, "inconclusive", "time ratio"),
+])
+def test_an_entry_of_an_earlier_format_is_upgraded(stored, gain, kind):
+    upgraded = upgrade_entry(stored, 1)
+    assert set(upgraded) == FIELDS and upgraded["gain"] == gain and upgraded["kind"] == kind
+    assert (upgraded["compared_with"], upgraded["verdict"], upgraded["combination"]) == ("", "", False)
+    assert set(stored) < FIELDS  # the stored entry is left as it was
+
+
+def test_upgrade_entry_leaves_what_it_cannot_derive_and_refuses_unknown_formats():
+    assert "gain" not in upgrade_entry({"chapter": 1, "technique": "x"}, 1)  # no speed-up: the reader names it
+    assert upgrade_entry(entry(1).__dict__, 2) == entry(1).__dict__
+    with pytest.raises(ValueError, match="format must be one of 1, 2"):
+        upgrade_entry(FIRST_EDITION, 3)
+    with pytest.raises(TypeError, match="entry must be a dict"):
+        upgrade_entry([1], 1)
+
+
+def test_a_ledger_of_an_earlier_format_is_read_and_rewritten_as_today_s(tmp_path):
+    path = tmp_path / "ledger.json"
+    path.write_text(json.dumps({"entries": [FIRST_EDITION, WITH_GAIN]}))
+    assert [e["gain"] for e in load_ledger(path)] == ["gain", "inconclusive"] and load_runs(path) == {}
+    record_chapter(2, [entry(2, "pruning")], path=path)
+    stored = json.loads(path.read_text())
+    assert stored["format"] == 2 and list(stored["runs"]) == ["2"]  # chapter 1's run was never recorded
+    assert all(set(e) == FIELDS for e in stored["entries"])
+    path.write_text(json.dumps({"format": 3, "entries": []}))
+    with pytest.raises(ValueError, match="a newer course may have written it"):
+        load_ledger(path)
