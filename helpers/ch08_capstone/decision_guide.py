@@ -1,5 +1,6 @@
 """The learner's decision guide, written from their own ledger (the course's guide, section 5): results are read
-as they are (paid, gained less than its claim, no measurable effect, inconclusive, did not pay, accounted), ranked only against results
+as they are (paid, gained with no claim or with its claim open or short, no measurable effect,
+inconclusive, did not pay, accounted), ranked only against results
 of the same kind and the same baseline, combinations kept apart, and ordered cheap and safe first. Every number it
 prints is a ledger number: an entry's ratio or accuracy difference as `ratio_text` formats it."""
 
@@ -22,10 +23,13 @@ from helpers.support.ledger import LedgerEntry
 GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy")
 EFFORTS = ("one line", "a few lines", "a project")
 RISKS = ("none", "rounding", "needs retraining or a check")
-READINGS = ("paid", "gained less than its claim", "no measurable effect", "inconclusive", "did not pay", "accounted")
+READINGS = ("paid", "gained, no claim", "gained, claim open", "gained, short of its claim", "no measurable effect",
+            "inconclusive", "did not pay", "accounted")
+GAINED = READINGS[:4]  # an interval above 1, whatever its claim says
 PRECISE_NULL = (0.95, 1.05)  # an interval inside these bounds measured "no effect" precisely: more rounds won't help
 KINDS = ("time ratio", "exact ratio", "accuracy difference")
-ORDER_NOTE = "cheap and safe first; ratios compared only against the same baseline"
+ORDER_NOTE = ("cheap and safe first (ties: the firmer reading, the surer gain, the earlier chapter); ratios compared "
+              "only against the same baseline")
 COLUMNS = ("goal", "technique", "result", "against", "reading", "effort", "accuracy risk", "chapter", "combination",
            "reason")
 CHECK = RISKS[2]
@@ -123,6 +127,11 @@ CATALOG: dict[str, Technique] = {
                                   "a few lines", "none"),
     "capstone_int8_after_pruning": Technique("latency", "int8 (PT2E) after pruning, against the pruned network compiled",
                                              "a few lines", CHECK, builds_on="compile_freezing_teacher"),
+    "capstone_channels_last": Technique("latency", "channels_last (the capstone's CNN at batch 64)", "one line", "none"),
+    "capstone_pruning": Technique("latency", "the capstone's channel pruning, against channels_last",
+                                  "a project", CHECK),
+    "capstone_compile": Technique("latency", "torch.compile with freezing on the pruned CNN, against eager", "one line",
+                                  "none"),
     "capstone_ort_fp32": Technique("latency", "ONNX Runtime for the pruned network, against it compiled", "a few lines",
                                    "none", builds_on="compile_freezing_teacher"),
     "capstone_ort_int8": Technique("latency", "ONNX Runtime static int8 after pruning, against ONNX Runtime fp32",
@@ -221,15 +230,16 @@ def ratio_text(entry: Mapping) -> str:
 
 
 def reading(entry: Mapping) -> str:
-    """How a result reads (READINGS, GUIDE section 5), from its interval against 1 and then its claim: 'paid' (above
-    1, and its claim, if judged, holds), 'gained less than its claim' (above 1, its claim not shown), 'no measurable
-    effect' (a narrow interval around 1), 'inconclusive' (a wide one: never 'did not pay'), 'did not pay' (below 1),
-    or 'accounted' (an exact ratio: sizes, bytes, counts, true by construction)."""
+    """How a result reads (READINGS, GUIDE section 5), from its interval against 1 and then its claim: above 1, it
+    'paid' when its claim holds, or 'gained' with no claim, with its claim open (the interval includes the
+    threshold) or short of its claim; 'no measurable effect' (a narrow interval around 1), 'inconclusive' (a wide
+    one: never 'did not pay'), 'did not pay' (below 1), or 'accounted' (an exact ratio: sizes, bytes, counts)."""
     if kind_of(entry) == "exact ratio":
         return "accounted"
     verdict, gain = _text(entry, "verdict"), entry["gain"]
     if gain == "gain":
-        return "paid" if verdict in ("", "holds") else "gained less than its claim"
+        return {"holds": "paid", "inconclusive": "gained, claim open",
+                "does not hold here": "gained, short of its claim"}.get(verdict, "gained, no claim")
     if gain == "loss":
         return "did not pay"
     interval = _interval(entry)
@@ -311,10 +321,9 @@ def established_reason(entry: Mapping, hardware: HardwareReport, here: Sequence[
                     f"({reading(workers[0])})")
     if reading(entry) == "inconclusive":
         return INCONCLUSIVE_NOTE.get(kind_of(entry), INCONCLUSIVE_NOTE["time ratio"])
-    if reading(entry) == "gained less than its claim":
-        return ("it gained, but its interval includes its claim's threshold: measure more rounds"
-                if _text(entry, "verdict") == "inconclusive" else "it gained, less than its claim's threshold")
-    if reading(entry) not in ("did not pay", "gained less than its claim"):
+    if reading(entry) == "gained, claim open":
+        return "it gained; its interval includes its claim's threshold: measure more rounds"
+    if reading(entry) not in ("did not pay", "gained, short of its claim"):
         return ""
     if entry["technique"] == "fsdp2_step":
         return "the price of FSDP2's memory saving: its gathers, copies and hooks: chapter 5, where its step goes"
@@ -366,12 +375,14 @@ def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareRepo
 
 
 def try_first(entries: Sequence[Mapping], goal: str) -> Mapping | None:
-    """The cheapest and safest single technique of a goal that paid (ties: the surest gain within its group)."""
+    """The cheapest and safest single technique of a goal that gained (its interval above 1; ties: the firmer
+    reading, then the surest gain within its group, then the earlier chapter)."""
     require_choice("goal", goal, (*GOALS, "other"))
     singles = [e for e in entries if technique_of(e).goal == goal and not is_combination(e)]
     ranks = dict(zip(map(id, singles), group_ranks(singles)))
-    paid = [e for e in singles if reading(e) == "paid"]
-    return min(paid, key=lambda e: cost_key(e, ranks[id(e)])) if paid else None
+    gained = [e for e in singles if reading(e) in GAINED]
+    return min(gained, key=lambda e: (cost_key(e, ranks[id(e)])[:3], READINGS.index(reading(e)),
+                                      cost_key(e, ranks[id(e)])[3:])) if gained else None
 
 
 def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
@@ -382,11 +393,11 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
     counts = ", ".join(f"{n} {r}" for r in READINGS if (n := sum(reading(e) == r for e in singles)))
     first = try_first(singles, goal) if goal != "other" else None
     if first is None:
-        pick = "nothing paid here yet" if goal != "other" else "not in the catalogue, so not ranked"
+        pick = "nothing gained here yet" if goal != "other" else "not in the catalogue, so not ranked"
     else:
         technique = technique_of(first)
         pick = (f"{technique.words} ({technique.effort}; accuracy risk: {technique.risk}): {ratio_text(first)} "
-                f"against {against(first)} (chapter {first['chapter']})")
+                f"against {against(first)} (chapter {first['chapter']}; {reading(first)})")
     name = goal.capitalize() if goal != "other" else "Other results"
     return f"- **{name}**. *Try first*: {pick}. Readings: {counts}."
 
@@ -413,8 +424,8 @@ def decision_guide(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareR
                         "then this cell again.")
     inconclusive = sum(reading(e) == "inconclusive" for e in here)
     lines = [f"**Decision guide for {_title(hardware)}**: {len(here)} results measured on this machine "
-             f"({len(checked) - len(here)} from other hardware left out; {inconclusive} inconclusive: the interval "
-             f"includes 1 or its claim's threshold, so measure more rounds). Order: {ORDER_NOTE}; a step measured "
+             f"({len(checked) - len(here)} from other hardware left out; {inconclusive} inconclusive: a wide "
+             f"interval around 1, so measure more rounds). Order: {ORDER_NOTE}; a step measured "
              "on top of another technique counts that one's cost too."]
     lines += [line for goal in (*GOALS, "other") if (line := _goal_line(here, goal))]
     lines += [_combination_line(e) for e in _ordered(here) if is_combination(e)]

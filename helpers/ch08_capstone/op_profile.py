@@ -14,7 +14,7 @@ from helpers.support.logs import quiet_profiler_logs
 
 # How an operator's name reads in a profile of a graph compiled with freezing (oneDNN, MKL and Inductor's own code).
 KINDS = (
-    ("convolutions and linear layers", ("conv", "linear", "mkl", "addmm", "matmul")),
+    ("convolutions and linear layers", ("conv", "linear", "_mkl_linear", "addmm", "matmul")),
     ("pooling", ("pool",)),
     ("Inductor's generated code (elementwise, quantize, requantize, reorders)", ("CompiledFxGraph",)),
 )
@@ -44,7 +44,7 @@ def time_by_operator_kind(calls: Mapping[str, Callable[[], object]], *, repeats:
                           warmup: int = 3) -> pd.DataFrame:
     """Self CPU time per call (ms) of each kind of operator, one column per call: the median of `rounds`
     interleaved profiles of `repeats` calls each, after warm-up. Profiler time includes the profiler's own
-    overhead: compare columns, not timed latencies."""
+    overhead: compare columns, not timed latencies. 'total' is the sum of the kinds' medians."""
     require_int("repeats", repeats, minimum=1)
     require_int("rounds", rounds, minimum=1)
     require_int("warmup", warmup, minimum=0)

@@ -122,8 +122,8 @@ def _gain_color(gain: str) -> str:
     return {"gain": VARIANT_COLOR, "loss": LOSS_COLOR}.get(gain, FLAT_COLOR)
 
 
-READING_COLORS = {"paid": VARIANT_COLOR, "gained less than its claim": "#9ecae1", "no measurable effect": "#969696",
-                  "inconclusive": FLAT_COLOR,
+READING_COLORS = {"paid": VARIANT_COLOR, "gained, no claim": "#6baed6", "gained, claim open": "#9ecae1",
+                  "gained, short of its claim": "#c6dbef", "no measurable effect": "#969696", "inconclusive": FLAT_COLOR,
                   "did not pay": LOSS_COLOR}
 LEDGER_TABLE_COLUMNS = ("speedup", "speedup_low", "speedup_high", "gain", "kind")
 

@@ -2,8 +2,9 @@
 its interval and its paired change against the baseline), the learner's accuracy budget, and the plan it allows.
 
 One rule judges both sides with their intervals: a stage stays within the budget when the lower end of its
-accuracy change's interval (and of every stage it builds on) is above -budget, and its step pays when its latency
-interval lies above 1, or when it makes the model smaller and its latency interval does not lie below 1."""
+accuracy change's interval (and of every stage it builds on) is above -budget, or when it computes its parent's
+function and changed no prediction; its step pays when its latency interval lies above 1, or when it makes the
+model smaller and its latency interval does not lie below 1."""
 
 from __future__ import annotations
 
@@ -115,10 +116,12 @@ def within_budget(table: pd.DataFrame, budget_points: float) -> pd.Series:
 
 
 def budget_is_clear(table: pd.DataFrame, budget_points: float) -> pd.Series:
-    """True where the paired 95% interval of the accuracy change lies wholly on one side of the budget line: the
-    decision would be the same on another sample of images; False where the line falls inside their noise."""
+    """True where the paired 95% interval of the accuracy change lies wholly on one side of the budget line (another
+    sample of this size would probably decide the same way), or where the stage computes its parent's function and
+    changed no prediction; False where the line falls inside the noise."""
     line = -require_number("budget_points", budget_points, minimum=0.0)
-    return (table["change_low_points"] >= line) | (table["change_high_points"] < line)
+    inherits = table["same_function"] & (table["changed_from_parent"] == 0)
+    return (table["change_low_points"] >= line) | (table["change_high_points"] < line) | inherits
 
 
 def step_pays(table: pd.DataFrame) -> pd.Series:
