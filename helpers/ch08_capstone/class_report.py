@@ -26,6 +26,7 @@ from helpers.core.claims import VERDICTS
 from helpers.core.validate import require_instance
 from helpers.support.ledger import COURSE_NOTEBOOKS, stored_format, upgrade_entry
 from helpers.support.plots import STYLE
+from helpers.ch08_capstone.decision_guide import kind_of
 
 # hardware_report().cpu_label: '<model> (<ISA>, <n> logical CPUs)' ('<n> cores' in ledgers written before 2026-12);
 # torch's ISA names include 'NO AVX' and 'Z VECTOR'.
@@ -40,12 +41,12 @@ NOISY_WIDTH = 1.0
 NOISY_RULE = "noisy: an interval wider than its median itself, (high - low) / median > 1"
 PLAN = re.compile(r"plan '(?P<plan>[^']+)'")  # chapter 8 names its plan in the metric: "..., plan 'int8' against ..."
 MARK = "✓"
-TABLE_COLUMNS = ["participant", "chapter", "technique", "label", "speedup", "low", "high", "gain", "verdict", "noisy",
-                 "group", "hardware"]
+TABLE_COLUMNS = ["participant", "chapter", "technique", "label", "kind", "speedup", "low", "high", "gain", "verdict",
+                 "noisy", "group", "hardware"]
 CLAIM_COLUMNS = ["participant", "chapter", "claim", "statement", "threshold", "direction", "median", "low", "high",
                  "verdict", "group", "hardware"]
-CSV_COLUMNS = ["participant", "kind", "chapter", "name", "speedup", "low", "high", "reading", "noisy", "group",
-               "hardware", "statement"]
+CSV_COLUMNS = ["participant", "kind", "measure", "chapter", "name", "speedup", "low", "high", "reading", "noisy",
+               "group", "hardware", "statement"]
 RUN_FIELDS = ("torch", "python", "course", "platform")
 
 
@@ -215,9 +216,10 @@ def is_noisy(speedup: float, interval: list | None) -> bool:
 
 
 def class_table(participants: list[Participant]) -> pd.DataFrame:
-    """One row per (participant, entry): the speed-up, its interval, its reading and the hardware group."""
+    """One row per (participant, entry): what kind of number it is, the speed-up, its interval, its reading and the
+    hardware group."""
     rows = [{"participant": p.name, "chapter": e["chapter"], "technique": e["technique"], "label": entry_label(e),
-             "speedup": e["speedup"], "low": (e["speedup_interval"] or [math.nan])[0],
+             "kind": kind_of(e), "speedup": e["speedup"], "low": (e["speedup_interval"] or [math.nan])[0],
              "high": (e["speedup_interval"] or [math.nan, math.nan])[1], "gain": e["gain"],
              "verdict": e.get("verdict", ""), "noisy": is_noisy(e["speedup"], e["speedup_interval"]),
              "group": hardware_group(e["hardware"]), "hardware": e["hardware"]}
@@ -436,7 +438,8 @@ def participant_table(participants: list[Participant]) -> pd.DataFrame:
     """Every usable entry and claim of every participant, one row each: the table the CSV export writes."""
     entries = class_table(participants)
     claims = claims_table(participants)
-    rows = [{**row, "kind": "entry", "name": row["label"], "reading": row["gain"], "statement": ""}
+    rows = [{**row, "kind": "entry", "measure": row["kind"], "name": row["label"], "reading": row["gain"],
+             "statement": ""}
             for row in entries.to_dict("records")]
     rows += [{**row, "kind": "claim", "name": row["claim"], "speedup": row["median"], "reading": row["verdict"],
               "noisy": is_noisy(row["median"], [row["low"], row["high"]])} for row in claims.to_dict("records")]
@@ -495,7 +498,9 @@ def class_report_html(participants: list[Participant], *, title: str = "Class re
     figure, the per-group table, the capstone plans and the versions."""
     usable = [p for p in _require_participants(participants) if p.entries]
     require_instance("title", title, str)
-    table, claims = class_table(usable), claims_table(usable)
+    everything, claims = class_table(usable), claims_table(usable)
+    table = everything[everything["kind"] == "time ratio"]  # sizes and accuracy differences are not speed-ups
+    apart = len(everything) - len(table)
     warnings = "".join(f"<p class='warning'>{html.escape(line)}</p>" for line in version_warnings(usable))
     sections = [
         _section("participants", "Participants", f"<ul>{''.join(map(_participant_html, participants))}</ul>"),
@@ -507,7 +512,10 @@ def class_report_html(participants: list[Participant], *, title: str = "Class re
             empty="No technique read as a gain on one machine and a loss on another, and no claim held on one and "
                   "not on another.") + "<p>A gain or a loss is read from each result's interval (all of it above or "
             "below 1x); the spread is the highest speed-up (or claim median) over the lowest, across participants.</p>"),
-        _section("speedups", "Speed-up per technique and machine", _figure_html(table)),
+        _section("speedups", "Speed-up per technique and machine", _figure_html(table)
+                 + f"<p>Only time ratios measured in rounds: {apart} exact ratios (sizes, bytes) and accuracy "
+                   "differences are left out of the figure, the medians and the disagreements, and kept in the "
+                   "CSV.</p>"),
         _section("groups", "Median per hardware group", _table_html(
             group_summary(table), "groups", index=True, empty="No usable entries.")
             + f"<p>Each cell: the median across participants, n, their lowest to highest, and how many are "

@@ -301,9 +301,9 @@ def _cpu_reason(entry: Mapping, hardware: HardwareReport) -> str:
         return (f"two processes share the {cores} logical CPUs one process already used, and add an all-reduce: "
                 "chapter 5")
     if technique in ("int8_static_pt2e", "int8_dynamic_linear", "onnxruntime_int8_static",
-                     "onnxruntime_int8_dynamic_mlp", "capstone_int8_after_pruning", "capstone_ort_int8"):
-        return (f"int8 pays only with this CPU's int8 kernels (VNNI or AMX; this CPU: {hardware.cpu_isa}) and enough "
-                "work per call to repay the quantize steps: chapter 6")
+                     "onnxruntime_int8_dynamic_mlp"):
+        return (f"int8 pays only with int8 kernels for this CPU (VNNI or AMX; its ISA level: {hardware.cpu_isa}) and "
+                "enough work per call to repay the quantize steps: chapter 6")
     if technique.startswith("weight_only_"):
         return ("weight-only quantization turns the weights back to float for each matmul: it saves bytes, not "
                 "arithmetic: chapter 6")
@@ -425,7 +425,7 @@ def decision_guide(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareR
     inconclusive = sum(reading(e) == "inconclusive" for e in here)
     lines = [f"**Decision guide for {_title(hardware)}**: {len(here)} results measured on this machine "
              f"({len(checked) - len(here)} from other hardware left out; {inconclusive} inconclusive: a wide "
-             f"interval around 1, so measure more rounds). Order: {ORDER_NOTE}; a step measured "
+             f"interval around 1 or 0, so measure more rounds or seeds). Order: {ORDER_NOTE}; a step measured "
              "on top of another technique counts that one's cost too."]
     lines += [line for goal in (*GOALS, "other") if (line := _goal_line(here, goal))]
     lines += [_combination_line(e) for e in _ordered(here) if is_combination(e)]

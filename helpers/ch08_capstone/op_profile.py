@@ -14,7 +14,7 @@ from helpers.support.logs import quiet_profiler_logs
 
 # How an operator's name reads in a profile of a graph compiled with freezing (oneDNN, MKL and Inductor's own code).
 KINDS = (
-    ("convolutions and linear layers", ("conv", "linear", "_mkl_linear", "addmm", "matmul")),
+    ("convolutions and linear layers", ("convolution", "conv2d", "qconv", "linear", "addmm", "matmul")),
     ("pooling", ("pool",)),
     ("Inductor's generated code (elementwise, quantize, requantize, reorders)", ("CompiledFxGraph",)),
 )

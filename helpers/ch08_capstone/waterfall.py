@@ -117,11 +117,15 @@ def within_budget(table: pd.DataFrame, budget_points: float) -> pd.Series:
 
 def budget_is_clear(table: pd.DataFrame, budget_points: float) -> pd.Series:
     """True where the paired 95% interval of the accuracy change lies wholly on one side of the budget line (another
-    sample of this size would probably decide the same way), or where the stage computes its parent's function and
-    changed no prediction; False where the line falls inside the noise."""
+    sample of this size would probably decide the same way); a stage that computes its parent's function and changed
+    no image's verdict takes its parent's answer. False where the line falls inside the noise."""
     line = -require_number("budget_points", budget_points, minimum=0.0)
     inherits = table["same_function"] & (table["changed_from_parent"] == 0)
-    return (table["change_low_points"] >= line) | (table["change_high_points"] < line) | inherits
+    own = (table["change_low_points"] >= line) | (table["change_high_points"] < line)
+    clear: dict[str, bool] = {}
+    for name, parent in table["builds_on"].items():
+        clear[name] = clear[parent] if inherits[name] and parent else bool(own[name])
+    return pd.Series(clear)
 
 
 def step_pays(table: pd.DataFrame) -> pd.Series:

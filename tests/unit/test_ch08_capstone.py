@@ -205,6 +205,9 @@ def test_the_budget_decision_says_when_it_is_within_the_noise():
     clear = budget_is_clear(waterfall_table(STAGES), 1.0)
     assert list(clear) == [True, True, True, False, False]  # layout: -0.94 to +0.94 clears a 1-point line
     assert budget_is_clear(waterfall_table(STAGES), 0.5)["layout"]  # its parent's function, no prediction changed
+    unclear = waterfall_table([STAGES[0], Stage("small", "prune", timing(1.0), 100_000, right(444)),
+                               Stage("small, compiled", "compile", timing(0.5), 100_000, right(444), same_function=True)])
+    assert list(budget_is_clear(unclear, 1.0)) == [True, False, False]  # the compiled copy takes its parent's answer
 
 
 def test_ratio_table_reads_each_pair_from_the_same_rounds():
@@ -626,9 +629,9 @@ def test_the_csv_and_the_anonymised_page_name_participants_p1_p2(tmp_path, capsy
     out, csv = tmp_path / "report.html", tmp_path / "report.csv"
     assert class_report_main([str(folder), "--out", str(out), "--csv", str(csv), "--anonymise"]) == 0
     lines = csv.read_text().splitlines()
-    assert lines[0] == "participant,kind,chapter,name,speedup,low,high,reading,noisy,group,hardware,statement"
+    assert lines[0] == "participant,kind,measure,chapter,name,speedup,low,high,reading,noisy,group,hardware,statement"
     assert {line.split(",")[0] for line in lines[1:]} == {"P1", "P3", "P4"}  # laptop, partial, server
-    assert sorted(line.split(",")[7] for line in lines[1:] if ",claim," in line) == ["does not hold here", "holds"]
+    assert sorted(line.split(",")[8] for line in lines[1:] if ",claim," in line) == ["does not hold here", "holds"]
     page = out.read_text()
     assert "<b>P2</b>" in page and not any(name in page for name in ("laptop", "malformed", "partial", "server"))
     assert "laptop (shown as P1): 2 entries, 1 claims used" in capsys.readouterr().out
@@ -655,3 +658,12 @@ def test_a_reference_ledger_names_the_chapters_it_left_out(tmp_path):
     participant = read_participant(path)
     assert participant.entries == []
     assert participant.problems == [f"left out, {left_out[0]}", "the ledger holds no entries from today's chapters"]
+
+
+def test_the_class_report_keeps_sizes_and_accuracy_out_of_the_speed_ups():
+    size = make_entry(8, "capstone_plan_size", metric="bytes", unit="KB", baseline=12.0, optimized=1.0,
+                      higher_is_better=False, hardware=HARDWARE.cpu_label).__dict__
+    page = class_report_html([Participant("a", [timed_entry(3, "torch_compile", Ratio(2.0, 1.8, 2.2, 5)), size])])
+    assert "1 exact ratios (sizes, bytes) and accuracy differences are left out" in page
+    groups = page[page.index("id='groups'"):page.index("id='capstone'")]
+    assert "torch_compile" in groups and "capstone_plan_size" not in groups
