@@ -513,9 +513,10 @@ def class_report_html(participants: list[Participant], *, title: str = "Class re
                   "not on another.") + "<p>A gain or a loss is read from each result's interval (all of it above or "
             "below 1x); the spread is the highest speed-up (or claim median) over the lowest, across participants.</p>"),
         _section("speedups", "Speed-up per technique and machine", _figure_html(table)
-                 + f"<p>Only time ratios measured in rounds: {apart} exact ratios (sizes, bytes) and accuracy "
-                   "differences are left out of the figure, the medians and the disagreements, and kept in the "
-                   "CSV.</p>"),
+                 + f"<p>Only speed-ups (time ratios): {_count(apart, 'result', 'results')} that "
+                   f"{'is' if apart == 1 else 'are'} not (exact ratios such as sizes and bytes, accuracy differences) "
+                   "left out of the figure, the medians and the disagreements, and kept in the CSV. A speed-up that "
+                   "an earlier ledger format stored without its interval is a dot without a bar.</p>"),
         _section("groups", "Median per hardware group", _table_html(
             group_summary(table), "groups", index=True, empty="No usable entries.")
             + f"<p>Each cell: the median across participants, n, their lowest to highest, and how many are "

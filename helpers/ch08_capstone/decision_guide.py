@@ -28,13 +28,13 @@ READINGS = ("paid", "gained, no claim", "gained, claim open", "gained, short of 
 GAINED = READINGS[:4]  # an interval above 1, whatever its claim says
 PRECISE_NULL = (0.95, 1.05)  # an interval inside these bounds measured "no effect" precisely: more rounds won't help
 KINDS = ("time ratio", "exact ratio", "accuracy difference")
-ORDER_NOTE = ("cheap and safe first (ties: the firmer reading, the surer gain, the earlier chapter); ratios compared "
-              "only against the same baseline")
+ORDER_NOTE = ("cheap and safe first (ties: the firmer reading, the earlier chapter, the surer gain against the same "
+              "baseline); ratios compared only against the same baseline")
 COLUMNS = ("goal", "technique", "result", "against", "reading", "effort", "accuracy risk", "chapter", "combination",
            "reason")
 CHECK = RISKS[2]
 # An inconclusive result is never read as "did not pay": what it needs is more rounds (or seeds, for accuracy).
-INCONCLUSIVE_NOTE = {"time ratio": "its interval includes 1: measure more rounds",
+INCONCLUSIVE_NOTE = {"time ratio": "its interval includes 1, or it has none (an earlier format): measure more rounds",
                      "accuracy difference": "its interval includes 0 points: compare more seeds"}
 
 
@@ -123,7 +123,7 @@ CATALOG: dict[str, Technique] = {
                                               "a few lines", CHECK, builds_on="onnxruntime"),
     "tensorrt_fp16": Technique("latency", "a TensorRT fp16 engine, against torch.compile with CUDA graphs",
                                "a project", "rounding", builds_on="torch_compile"),
-    "capstone_workers": Technique("throughput", "two DataLoader workers, training on the cores they leave",
+    "capstone_workers": Technique("throughput", "two DataLoader workers, training on the threads they leave",
                                   "a few lines", "none"),
     "capstone_int8_after_pruning": Technique("latency", "int8 (PT2E) after pruning, against the pruned network compiled",
                                              "a few lines", CHECK, builds_on="compile_freezing_teacher"),
@@ -237,6 +237,8 @@ def reading(entry: Mapping) -> str:
     if kind_of(entry) == "exact ratio":
         return "accounted"
     verdict, gain = _text(entry, "verdict"), entry["gain"]
+    if kind_of(entry) == "time ratio" and _interval(entry) is None:
+        return "inconclusive"  # a time ratio an earlier format stored without its interval cannot be read
     if gain == "gain":
         return {"holds": "paid", "inconclusive": "gained, claim open",
                 "does not hold here": "gained, short of its claim"}.get(verdict, "gained, no claim")
@@ -317,7 +319,7 @@ def established_reason(entry: Mapping, hardware: HardwareReport, here: Sequence[
     if entry["technique"] == "dataloader_workers":
         workers = [e for e in here if e["technique"] == "capstone_workers" and e["gain"] == "gain"]
         if workers:
-            return (f"workers gained once the training step left them cores: chapter 8, {ratio_text(workers[0])} "
+            return (f"chapter 8 measured {ratio_text(workers[0])} with another thread split and model "
                     f"({reading(workers[0])})")
     if reading(entry) == "inconclusive":
         return INCONCLUSIVE_NOTE.get(kind_of(entry), INCONCLUSIVE_NOTE["time ratio"])
@@ -376,13 +378,20 @@ def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareRepo
 
 def try_first(entries: Sequence[Mapping], goal: str) -> Mapping | None:
     """The cheapest and safest single technique of a goal that gained (its interval above 1; ties: the firmer
-    reading, then the surest gain within its group, then the earlier chapter)."""
+    reading, then the earlier chapter, then the surest gain within its group: ratios are never compared across
+    baselines)."""
     require_choice("goal", goal, (*GOALS, "other"))
     singles = [e for e in entries if technique_of(e).goal == goal and not is_combination(e)]
     ranks = dict(zip(map(id, singles), group_ranks(singles)))
     gained = [e for e in singles if reading(e) in GAINED]
-    return min(gained, key=lambda e: (cost_key(e, ranks[id(e)])[:3], READINGS.index(reading(e)),
-                                      cost_key(e, ranks[id(e)])[3:])) if gained else None
+    if not gained:
+        return None
+    cheapest = min(cost_key(e, ranks[id(e)])[:3] + (READINGS.index(reading(e)),) for e in gained)
+    tied = [e for e in gained if cost_key(e, ranks[id(e)])[:3] + (READINGS.index(reading(e)),) == cheapest]
+    surest = {}  # within one baseline the surer gain; across baselines no ratio is compared
+    for entry in sorted(tied, key=lambda e: ranks[id(e)]):
+        surest.setdefault(group_key(entry), entry)
+    return min(surest.values(), key=lambda e: (e["chapter"], e["technique"]))
 
 
 def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:

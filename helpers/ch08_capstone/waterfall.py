@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 
 from helpers.core.accuracy import paired_accuracy_change, wilson_interval
-from helpers.core.claims import timing_ratio
+from helpers.core.claims import BOOTSTRAP_MIN_ROUNDS, timing_ratio
 from helpers.core.measure import Timing
 from helpers.core.validate import require_instance, require_int, require_number
 
+TOLERANCE = 1e-9  # points: an interval's end exactly on the budget line counts as within it
 PAYS = ("gain", "baseline")  # a step is faster when its interval is above 1 (the baseline counts as paying)
 
 
@@ -86,7 +87,7 @@ def waterfall_table(stages: Sequence[Stage]) -> pd.DataFrame:
                                            else (0.0, 0.0, 0.0))  # the baseline is the reference itself
         rows.append({
             "stage": stage.name, "step": stage.step, "builds_on": parent.name if index else "",
-            "latency_ms": stage.timing.round_median_ms,
+            "latency_ms": stage.timing.round_median_ms, "rounds": len(stage.timing.round_medians_s),
             "step_speedup": step.median if step else 1.0, "step_low": step.low if step else 1.0,
             "step_high": step.high if step else 1.0, "step_gain": step.gain if step else "baseline",
             "total_speedup": total.median if total else 1.0, "total_low": total.low if total else 1.0,
@@ -108,7 +109,7 @@ def within_budget(table: pd.DataFrame, budget_points: float) -> pd.Series:
     every stage built on it out of the plan."""
     require_number("budget_points", budget_points, minimum=0.0)
     inherits = table["same_function"] & (table["changed_from_parent"] == 0)
-    own = (table["change_low_points"] >= -budget_points - 1e-9) | inherits
+    own = (table["change_low_points"] >= -budget_points - TOLERANCE) | inherits
     allowed = {}
     for name, parent in table["builds_on"].items():
         allowed[name] = bool(own[name]) and (allowed[parent] if parent else True)
@@ -121,7 +122,7 @@ def budget_is_clear(table: pd.DataFrame, budget_points: float) -> pd.Series:
     no image's verdict takes its parent's answer. False where the line falls inside the noise."""
     line = -require_number("budget_points", budget_points, minimum=0.0)
     inherits = table["same_function"] & (table["changed_from_parent"] == 0)
-    own = (table["change_low_points"] >= line) | (table["change_high_points"] < line)
+    own = (table["change_low_points"] >= line - TOLERANCE) | (table["change_high_points"] < line)
     clear: dict[str, bool] = {}
     for name, parent in table["builds_on"].items():
         clear[name] = clear[parent] if inherits[name] and parent else bool(own[name])
@@ -165,7 +166,8 @@ def flat_step_reason(row: pd.Series) -> str:
     """Why a stage is drawn as a flat step: its note, or its own step's measured ratio and interval."""
     if row.get("note"):
         return row["note"]
-    interval = f"{row['step_speedup']:.2f}x (95% interval {row['step_low']:.2f} to {row['step_high']:.2f}x)"
+    label = "95% interval" if row["rounds"] >= BOOTSTRAP_MIN_ROUNDS else f"range of {row['rounds']} rounds"
+    interval = f"{row['step_speedup']:.2f}x ({label}: {row['step_low']:.2f} to {row['step_high']:.2f}x)"
     if row["step_gain"] == "loss":
         return f"slower here: {interval}"
     return f"no measurable gain here: {interval}"

@@ -157,6 +157,17 @@ def _interval_gain(interval: list | tuple | None, speedup: object) -> str | None
     return None
 
 
+NO_INTERVAL_KIND = "time ratio, no interval (an earlier format)"
+TIME_UNITS = ("ns", "us", "µs", "ms", "s")
+
+
+def _kind_without_interval(unit: object) -> str:
+    """What an earlier entry without an interval measured: a time or a rate (a speed-up without its interval), or
+    an exact ratio (bytes, counts)."""
+    unit = unit if isinstance(unit, str) else ""
+    return NO_INTERVAL_KIND if unit in TIME_UNITS or unit.endswith("/s") else "exact ratio"
+
+
 def upgrade_entry(entry: dict, format: int) -> dict:
     """A copy of an entry written in that ledger format, with every field of today's entries (earlier ones derived).
 
@@ -177,7 +188,7 @@ def upgrade_entry(entry: dict, format: int) -> dict:
         upgraded["gain"] = "inconclusive"
     upgraded.setdefault("extras", {})
     upgraded.setdefault("compared_with", "")
-    upgraded.setdefault("kind", "time ratio" if interval is not None else "exact ratio")
+    upgraded.setdefault("kind", "time ratio" if interval is not None else _kind_without_interval(upgraded.get("unit")))
     upgraded.setdefault("verdict", "")
     upgraded.setdefault("combination", False)
     return upgraded

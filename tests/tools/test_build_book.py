@@ -28,12 +28,12 @@ def test_book_has_a_landing_page_and_every_chapter_with_a_figure(built_book: Pat
 @pytest.mark.slow
 def test_book_chapter_8_shows_the_reference_machines_waterfall(built_book: Path, chromium):
     html = (built_book / "ch08_capstone.html").read_text()
-    after = html[html.index("The main line with the pipeline beside it"):]
+    after = html[html.index("The whole waterfall with the data pipeline beside it"):]
     assert after.index("<img") < after.index("<h2"), "no figure right after the complete waterfall's text"
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto((built_book / "ch08_capstone.html").as_uri())
-        page.locator("text=The main line with the pipeline beside it").first.scroll_into_view_if_needed()
+        page.locator("text=The whole waterfall with the data pipeline beside it").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "book-ch08-waterfall.png"))
     finally:
         page.close()

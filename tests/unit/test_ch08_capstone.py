@@ -160,7 +160,7 @@ def test_a_stage_computing_its_parents_function_inherits_its_accuracy():
 def test_a_flat_step_says_why():
     table = waterfall_table(STAGES)
     assert flat_step_reason(table.loc["distilled"]) == "same work"
-    assert flat_step_reason(table.loc["layout"]).startswith("no measurable gain here: 1.05x (95% interval 0.95")
+    assert flat_step_reason(table.loc["layout"]).startswith("no measurable gain here: 1.05x (range of 5 rounds: 0.95")
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -268,7 +268,16 @@ def test_the_measured_verdict_is_read_from_the_learners_own_timings(capsys):
     assert not check_measured_verdict("E1", "holds", {"eager": three, "compiled": three}, baseline="eager",
                                       candidate="compiled", threshold=1.2)
     assert not check_measured_verdict("E1", ..., ..., baseline="eager", candidate="compiled", threshold=1.2)
+    both = fast | {"eager, 64": timing(16.0), "compiled, 64": timing(8.0)}
+    pair = dict(also_timed=("eager, 64", "compiled, 64"), smaller_call=("eager", "eager, 64"))
+    assert check_measured_verdict("E1", "holds", both, baseline="eager", candidate="compiled", threshold=1.2, **pair)
+    assert not check_measured_verdict("E1", "holds", fast, baseline="eager", candidate="compiled", threshold=1.2,
+                                      **pair)  # the batch-64 pair was not timed in the same rounds
+    swapped = both | {"eager": timing(16.0), "eager, 64": timing(4.0)}
+    assert not check_measured_verdict("E1", "holds", swapped, baseline="eager", candidate="compiled", threshold=1.2,
+                                      **pair)  # "eager" is the slower call: not measured on the smaller batch
     printed = capsys.readouterr().out
+    assert "was it measured on the smaller batch?" in printed and "needs a Timing named 'eager, 64'" in printed
     assert "needs a Timing named 'compiled'" in printed and "at least 5" in printed and "not answered yet" in printed
     wrong = next(line for line in printed.splitlines() if line.startswith("❌ E1: not 'inconclusive'"))
     assert "2.00x" in wrong  # the hint shows the learner's own ratio, which they must read
@@ -332,7 +341,8 @@ def test_every_number_in_the_decision_guide_is_a_ledger_number():
 
 
 def test_the_guide_reads_each_entry_as_guide_section_5_says():
-    timed = dict(kind="time ratio, median of round ratios (95% interval, 8 rounds)", gain="gain", verdict="")
+    timed = dict(kind="time ratio, median of round ratios (95% interval, 8 rounds)", gain="gain", verdict="",
+                 speedup_interval=[1.1, 1.3])
     assert reading(timed) == "gained, no claim"  # only a claim that holds makes it "paid" (GUIDE section 5)
     assert reading(timed | {"verdict": "holds"}) == "paid"
     assert reading(timed | {"verdict": "inconclusive"}) == "gained, claim open"  # above 1, threshold inside
@@ -346,6 +356,9 @@ def test_the_guide_reads_each_entry_as_guide_section_5_says():
     assert reading(exact) == "accounted"  # a size, bytes or a count: true by construction, never "paid"
     older = dict(speedup=1.1, speedup_interval=[0.9, 1.3], gain="no gain", verdict=None, kind=None)
     assert reading(older) == "inconclusive"  # an earlier edition's entry, its interval including 1
+    first_edition = dict(speedup=2.0, speedup_interval=None, gain="gain", verdict="",
+                         kind="time ratio, no interval (an earlier format)")
+    assert reading(first_edition) == "inconclusive"  # a speed-up stored without its interval cannot be read
 
 
 def timed_entry(chapter: int, technique: str, ratio: Ratio, *, against: str = "eager fp32", verdict: str = "",
@@ -414,7 +427,7 @@ def test_the_guide_lists_combinations_apart():
 def test_the_guide_never_reads_inconclusive_as_did_not_pay():
     workers = timed_entry(4, "dataloader_workers", Ratio(1.16, 0.99, 1.30, 3), against="no workers")
     row = guide_table([workers], HARDWARE).iloc[0]
-    assert row["reading"] == "inconclusive" and row["reason"] == "its interval includes 1: measure more rounds"
+    assert row["reading"] == "inconclusive" and row["reason"] == "its interval includes 1, or it has none (an earlier format): measure more rounds"
     text = decision_guide([workers], HARDWARE).data
     assert "1 inconclusive" in text and "did not pay" not in text
 
@@ -423,8 +436,8 @@ def test_the_guide_cites_the_capstone_workers_for_dataloader_workers():
     workers = timed_entry(4, "dataloader_workers", Ratio(1.16, 0.99, 1.30, 3), against="no workers")
     capstone = timed_entry(8, "capstone_workers", Ratio(1.31, 1.21, 1.44, 5), against="no workers", verdict="holds")
     table = guide_table([workers, capstone], HARDWARE).set_index("chapter")
-    assert table.loc[4, "reason"] == ("workers gained once the training step left them cores: chapter 8, 1.31x "
-                                      "(range of 5 rounds, about 94% coverage: 1.21 to 1.44x) (paid)")
+    assert table.loc[4, "reason"] == ("chapter 8 measured 1.31x (range of 5 rounds, about 94% coverage: 1.21 to "
+                                      "1.44x) with another thread split and model (paid)")
     unpaid = capstone | {"gain": "inconclusive"}
     assert "chapter 8" not in established_reason(workers, HARDWARE, [workers, unpaid])
 
@@ -551,8 +564,10 @@ def test_ledgers_written_before_entries_had_a_gain_are_all_read(tmp_path):
     alice, bob = read_class(tmp_path)
     assert (len(alice.entries), len(bob.entries), alice.problems, bob.problems) == (6, 6, [], [])
     assert [e["gain"] for e in alice.entries] == ["gain", "loss", "gain", "gain", "gain", "gain"]  # from the speed-up
-    assert alice.entries[0]["kind"] == "exact ratio" and alice.format == 1
+    assert alice.entries[0]["kind"] == "time ratio, no interval (an earlier format)" and alice.format == 1
     assert class_report_main([str(tmp_path), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()  # their speed-ups are plotted; only the 2 x 2 sizes are left out
+    assert "Only speed-ups (time ratios): 4 results that are not" in page and "torch_compile" in page
 
 
 def test_the_scoreboard_counts_each_claim_s_verdicts_by_hardware_group(tmp_path):
@@ -664,6 +679,6 @@ def test_the_class_report_keeps_sizes_and_accuracy_out_of_the_speed_ups():
     size = make_entry(8, "capstone_plan_size", metric="bytes", unit="KB", baseline=12.0, optimized=1.0,
                       higher_is_better=False, hardware=HARDWARE.cpu_label).__dict__
     page = class_report_html([Participant("a", [timed_entry(3, "torch_compile", Ratio(2.0, 1.8, 2.2, 5)), size])])
-    assert "1 exact ratios (sizes, bytes) and accuracy differences are left out" in page
+    assert "Only speed-ups (time ratios): 1 result that is not (exact ratios" in page
     groups = page[page.index("id='groups'"):page.index("id='capstone'")]
     assert "torch_compile" in groups and "capstone_plan_size" not in groups
