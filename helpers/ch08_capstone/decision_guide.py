@@ -34,7 +34,7 @@ COLUMNS = ("goal", "technique", "result", "against", "reading", "effort", "accur
            "reason")
 CHECK = RISKS[2]
 # An inconclusive result is never read as "did not pay": what it needs is more rounds (or seeds, for accuracy).
-INCONCLUSIVE_NOTE = {"time ratio": "its interval includes 1, or it has none (an earlier format): measure more rounds",
+INCONCLUSIVE_NOTE = {"time ratio": "its interval includes 1: measure more rounds",
                      "accuracy difference": "its interval includes 0 points: compare more seeds"}
 
 
@@ -120,22 +120,24 @@ CATALOG: dict[str, Technique] = {
     "onnxruntime_int8_static": Technique("latency", "ONNX Runtime static int8 (QDQ)", "a few lines", CHECK,
                                          builds_on="onnxruntime"),
     "onnxruntime_int8_dynamic_mlp": Technique("latency", "ONNX Runtime dynamic int8 for Linear layers",
-                                              "a few lines", CHECK, builds_on="onnxruntime"),
+                                              "a few lines", CHECK, builds_on="capstone_ort_fp32"),
     "tensorrt_fp16": Technique("latency", "a TensorRT fp16 engine, against torch.compile with CUDA graphs",
                                "a project", "rounding", builds_on="torch_compile"),
     "capstone_workers": Technique("throughput", "two DataLoader workers, training on the threads they leave",
                                   "a few lines", "none"),
     "capstone_int8_after_pruning": Technique("latency", "int8 (PT2E) after pruning, against the pruned network compiled",
-                                             "a few lines", CHECK, builds_on="compile_freezing_teacher"),
+                                             "a few lines", CHECK, builds_on="capstone_compile"),
+    "capstone_int8_unpruned": Technique("latency", "int8 (PT2E) on the capstone's unpruned CNN, against it compiled",
+                                        "a few lines", CHECK, builds_on="compile_freezing_teacher"),
     "capstone_channels_last": Technique("latency", "channels_last (the capstone's CNN at batch 64)", "one line", "none"),
     "capstone_pruning": Technique("latency", "the capstone's channel pruning, against channels_last",
                                   "a project", CHECK),
     "capstone_compile": Technique("latency", "torch.compile with freezing on the pruned CNN, against eager", "one line",
-                                  "none"),
+                                  "none", builds_on="capstone_pruning"),
     "capstone_ort_fp32": Technique("latency", "ONNX Runtime for the pruned network, against it compiled", "a few lines",
-                                   "none", builds_on="compile_freezing_teacher"),
+                                   "none", builds_on="capstone_pruning"),
     "capstone_ort_int8": Technique("latency", "ONNX Runtime static int8 after pruning, against ONNX Runtime fp32",
-                                   "a few lines", CHECK, builds_on="onnxruntime"),
+                                   "a few lines", CHECK, builds_on="capstone_ort_fp32"),
     "capstone_cache": Technique("throughput", "the capstone's decoded in-memory cache", "a few lines", "none"),
     "capstone_plan_latency": Technique("latency", "the capstone's plan, all its stages against eager fp32",
                                        "a project", CHECK, True),
@@ -274,6 +276,13 @@ def group_ranks(entries: Sequence[Mapping]) -> list[int]:
     return ranks
 
 
+def _with_prerequisites(technique: Technique) -> tuple[str, str]:
+    """The effort and accuracy risk of trying a technique, with what it builds on (total_cost, in words)."""
+    effort, risk = total_cost(technique)
+    return ((EFFORTS[effort] if effort < len(EFFORTS) else technique.effort),
+            (RISKS[risk] if risk < len(RISKS) else technique.risk))
+
+
 def total_cost(technique: Technique) -> tuple[int, int]:
     """The effort and risk ranks (EFFORTS, RISKS; unknown last) of a technique and of what it builds on: trying a
     step measured on top of another means trying that one too."""
@@ -322,6 +331,8 @@ def established_reason(entry: Mapping, hardware: HardwareReport, here: Sequence[
             return (f"chapter 8 measured {ratio_text(workers[0])} with another thread split and model "
                     f"({reading(workers[0])})")
     if reading(entry) == "inconclusive":
+        if kind_of(entry) == "time ratio" and _interval(entry) is None:
+            return "no interval recorded (an earlier ledger format): run the chapter again"
         return INCONCLUSIVE_NOTE.get(kind_of(entry), INCONCLUSIVE_NOTE["time ratio"])
     if reading(entry) == "gained, claim open":
         return "it gained; its interval includes its claim's threshold: measure more rounds"
@@ -356,17 +367,19 @@ def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> d
     """One result as a row of the guide's table."""
     technique = technique_of(entry)
     return {"goal": technique.goal, "technique": technique.words, "result": ratio_text(entry),
-            "against": against(entry), "reading": reading(entry), "effort": technique.effort,
-            "accuracy risk": technique.risk, "chapter": int(entry["chapter"]), "combination": is_combination(entry),
+            "against": against(entry), "reading": reading(entry), "effort": _with_prerequisites(technique)[0],
+            "accuracy risk": _with_prerequisites(technique)[1], "chapter": int(entry["chapter"]), "combination": is_combination(entry),
             "reason": established_reason(entry, hardware, here)}
 
 
 def _ordered(here: Sequence[Mapping]) -> list[Mapping]:
-    """Goal by goal, single techniques before combinations, each reading in READINGS' order, cheap and safe first."""
+    """Goal by goal, single techniques before combinations, then try_first's order: cheap and safe first, then the
+    firmer reading, the earlier chapter and the surer gain within a baseline."""
     ranks = dict(zip(map(id, here), group_ranks(here)))
     goals = (*GOALS, "other")
     return sorted(here, key=lambda e: (goals.index(technique_of(e).goal), is_combination(e),
-                                       READINGS.index(reading(e)), cost_key(e, ranks[id(e)])))
+                                       cost_key(e, ranks[id(e)])[:3], READINGS.index(reading(e)), e["chapter"],
+                                       ranks[id(e)]))
 
 
 def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport) -> pd.DataFrame:
@@ -434,7 +447,7 @@ def decision_guide(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareR
     inconclusive = sum(reading(e) == "inconclusive" for e in here)
     lines = [f"**Decision guide for {_title(hardware)}**: {len(here)} results measured on this machine "
              f"({len(checked) - len(here)} from other hardware left out; {inconclusive} inconclusive: a wide "
-             f"interval around 1 or 0, so measure more rounds or seeds). Order: {ORDER_NOTE}; a step measured "
+             f"interval around 1 or 0, or none at all, so measure again). Order: {ORDER_NOTE}; a step measured "
              "on top of another technique counts that one's cost too."]
     lines += [line for goal in (*GOALS, "other") if (line := _goal_line(here, goal))]
     lines += [_combination_line(e) for e in _ordered(here) if is_combination(e)]

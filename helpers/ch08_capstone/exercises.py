@@ -33,11 +33,11 @@ def _timings_problem(timings: object, names: Sequence[str]) -> str | None:
 
 def check_measured_verdict(exercise: str, answer: object, timings: object, *, baseline: str, candidate: str,
                            threshold: float, also_timed: Sequence[str] = (),
-                           smaller_call: tuple[str, str] | None = None) -> Verdict:
+                           smaller_calls: Sequence[tuple[str, str]] = ()) -> Verdict:
     """The verdict of 'candidate is at least threshold x faster than baseline', read from the learner's own
     interleaved timings, which must also hold also_timed (the comparison the prompt asks for in the same rounds);
-    smaller_call (a, b) checks that call a takes less time than b (a smaller batch), the one sign of the batch size
-    a check can see."""
+    each pair (a, b) of smaller_calls checks that call a takes less time than b (a smaller batch), the one sign of
+    the batch size a check can see."""
     require_number("threshold", threshold, strictly_positive=True)
     if answer is None or answer is Ellipsis or timings is None or timings is Ellipsis:
         return announce(TODO, exercise, "not answered yet: measure, then replace both `...` and re-run this cell.",
@@ -45,9 +45,10 @@ def check_measured_verdict(exercise: str, answer: object, timings: object, *, ba
     problem = _timings_problem(timings, (baseline, candidate, *also_timed))
     if problem:
         return announce(FAIL, exercise, problem + ".", False)
-    if smaller_call and timings[smaller_call[0]].median_s >= timings[smaller_call[1]].median_s:
-        return announce(FAIL, exercise, f"{smaller_call[0]!r} takes no less time than {smaller_call[1]!r}: was it "
-                                        "measured on the smaller batch?", False)
+    for small, large in smaller_calls:
+        if timings[small].median_s >= timings[large].median_s:
+            return announce(FAIL, exercise, f"{small!r} takes no less time than {large!r}: was it measured on the "
+                                            "smaller batch?", False)
     claim = make_claim(8, "exercise", "exercise", threshold=threshold, hardware="this machine",
                        ratio=timing_ratio(timings[baseline], timings[candidate]))
     return check_choice(exercise, answer, claim.verdict, list(VERDICTS),

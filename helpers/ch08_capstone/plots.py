@@ -139,9 +139,13 @@ def _ledger_rows(table: pd.DataFrame) -> list[dict]:
 
 
 def _left_out_note(rows: list[dict]) -> str:
-    """How many results are not time ratios measured in rounds, and so not on the chart."""
+    """How many results are not time ratios measured in rounds (or were stored without their interval), and so
+    not on the chart."""
     counts = {kind: sum(kind_of(row) == kind for row in rows) for kind in ("exact ratio", "accuracy difference")}
-    parts = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n]
+    counts["time ratio without an interval (an earlier format)"] = sum(
+        kind_of(row) == "time ratio" and row.get("speedup_interval") is None for row in rows)
+    parts = [f"{n} {kind.replace('ratio', 'ratios', 1) if n != 1 else kind}" if "without" in kind
+             else f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n]
     return f"left out, not time ratios: {', '.join(parts)}" if parts else "every result here is a time ratio"
 
 

@@ -2,9 +2,9 @@
 its interval and its paired change against the baseline), the learner's accuracy budget, and the plan it allows.
 
 One rule judges both sides with their intervals: a stage stays within the budget when the lower end of its
-accuracy change's interval (and of every stage it builds on) is above -budget, or when it computes its parent's
-function and changed no prediction; its step pays when its latency interval lies above 1, or when it makes the
-model smaller and its latency interval does not lie below 1."""
+accuracy change's interval (and of every stage it builds on) is at or above -budget, or when it computes its
+parent's function and changed no image's verdict; its step pays when its latency interval lies above 1, or when it
+makes the model smaller and its latency interval does not lie below 1."""
 
 from __future__ import annotations
 

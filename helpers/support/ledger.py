@@ -174,7 +174,8 @@ def upgrade_entry(entry: dict, format: int) -> dict:
     Format 1 covers three earlier shapes: the first edition's (no interval, no gain), then no baseline name or kind,
     then no verdict or combination flag. A missing gain follows from the interval (its low bound above 1: gain, its
     high bound below 1: loss, else inconclusive) or, without one, from the speed-up; 'no gain' beside an interval
-    (how entries said it before 'inconclusive') reads 'inconclusive'. A field that cannot be derived stays missing,
+    (how entries said it before 'inconclusive') reads 'inconclusive'; a time or a rate stored without an interval
+    reads 'inconclusive' (its direction kept in extras). A field that cannot be derived stays missing,
     for the reader to name the entry.
     """
     require_instance("entry", entry, dict)
@@ -189,6 +190,11 @@ def upgrade_entry(entry: dict, format: int) -> dict:
     upgraded.setdefault("extras", {})
     upgraded.setdefault("compared_with", "")
     upgraded.setdefault("kind", "time ratio" if interval is not None else _kind_without_interval(upgraded.get("unit")))
+    if upgraded["kind"] == NO_INTERVAL_KIND and "gain" in upgraded and "gain" not in entry:
+        # a speed-up without its interval cannot be read as a gain or a loss: its direction is kept as a note only
+        if isinstance(upgraded["extras"], dict):
+            upgraded["extras"] = {**upgraded["extras"], "direction_without_interval": upgraded["gain"]}
+        upgraded["gain"] = "inconclusive"
     upgraded.setdefault("verdict", "")
     upgraded.setdefault("combination", False)
     return upgraded

@@ -181,8 +181,8 @@ WITH_GAIN = FIRST_EDITION | {"technique": "masking", "speedup": 1.05, "speedup_i
 
 
 @pytest.mark.parametrize("stored, gain, kind", [
-    (FIRST_EDITION, "gain", NO_INTERVAL_KIND),  # images/s: a speed-up measured without its interval
-    (FIRST_EDITION | {"speedup": 0.5, "unit": "ms"}, "loss", NO_INTERVAL_KIND),
+    (FIRST_EDITION, "inconclusive", NO_INTERVAL_KIND),  # images/s: a speed-up without its interval cannot be read
+    (FIRST_EDITION | {"speedup": 0.5, "unit": "ms"}, "inconclusive", NO_INTERVAL_KIND),
     (FIRST_EDITION | {"speedup": 1.0, "unit": "KB"}, "no gain", "exact ratio"),  # bytes: exact
     (FIRST_EDITION | {"speedup_interval": [1.1, 1.3]}, "gain", "time ratio"),
     (FIRST_EDITION | {"speedup_interval": [0.7, 0.9]}, "loss", "time ratio"),
@@ -192,6 +192,8 @@ WITH_GAIN = FIRST_EDITION | {"technique": "masking", "speedup": 1.05, "speedup_i
 def test_an_entry_of_an_earlier_format_is_upgraded(stored, gain, kind):
     upgraded = upgrade_entry(stored, 1)
     assert set(upgraded) == FIELDS and upgraded["gain"] == gain and upgraded["kind"] == kind
+    if kind == NO_INTERVAL_KIND:
+        assert upgraded["extras"]["direction_without_interval"] in ("gain", "loss")  # kept, but not read
     assert (upgraded["compared_with"], upgraded["verdict"], upgraded["combination"]) == ("", "", False)
     assert set(stored) < FIELDS  # the stored entry is left as it was
 
@@ -208,7 +210,7 @@ def test_upgrade_entry_leaves_what_it_cannot_derive_and_refuses_unknown_formats(
 def test_a_ledger_of_an_earlier_format_is_read_and_rewritten_as_today_s(tmp_path):
     path = tmp_path / "ledger.json"
     path.write_text(json.dumps({"entries": [FIRST_EDITION, WITH_GAIN]}))
-    assert [e["gain"] for e in load_ledger(path)] == ["gain", "inconclusive"] and load_runs(path) == {}
+    assert [e["gain"] for e in load_ledger(path)] == ["inconclusive", "inconclusive"] and load_runs(path) == {}
     record_chapter(2, [entry(2, "pruning")], path=path)
     stored = json.loads(path.read_text())
     assert stored["format"] == 2 and list(stored["runs"]) == ["2"]  # chapter 1's run was never recorded
