@@ -28,8 +28,8 @@ READINGS = ("paid", "gained, no claim", "gained, claim open", "gained, short of 
 GAINED = READINGS[:4]  # an interval above 1, whatever its claim says
 PRECISE_NULL = (0.95, 1.05)  # an interval inside these bounds measured "no effect" precisely: more rounds won't help
 KINDS = ("time ratio", "exact ratio", "accuracy difference")
-ORDER_NOTE = ("cheap and safe first (ties: the firmer reading, the earlier chapter, the surer gain against the same "
-              "baseline); ratios compared only against the same baseline")
+ORDER_NOTE = ("cheap and safe first (ties: the firmer reading, then the surer gain against the same baseline, then "
+              "the earlier chapter); ratios compared only against the same baseline")
 COLUMNS = ("goal", "technique", "result", "against", "reading", "effort", "accuracy risk", "chapter", "combination",
            "reason")
 CHECK = RISKS[2]
@@ -120,7 +120,7 @@ CATALOG: dict[str, Technique] = {
     "onnxruntime_int8_static": Technique("latency", "ONNX Runtime static int8 (QDQ)", "a few lines", CHECK,
                                          builds_on="onnxruntime"),
     "onnxruntime_int8_dynamic_mlp": Technique("latency", "ONNX Runtime dynamic int8 for Linear layers",
-                                              "a few lines", CHECK, builds_on="capstone_ort_fp32"),
+                                              "a few lines", CHECK, builds_on="onnxruntime"),
     "tensorrt_fp16": Technique("latency", "a TensorRT fp16 engine, against torch.compile with CUDA graphs",
                                "a project", "rounding", builds_on="torch_compile"),
     "capstone_workers": Technique("throughput", "two DataLoader workers, training on the threads they leave",
@@ -135,7 +135,7 @@ CATALOG: dict[str, Technique] = {
     "capstone_compile": Technique("latency", "torch.compile with freezing on the pruned CNN, against eager", "one line",
                                   "none", builds_on="capstone_pruning"),
     "capstone_ort_fp32": Technique("latency", "ONNX Runtime for the pruned network, against it compiled", "a few lines",
-                                   "none", builds_on="capstone_pruning"),
+                                   "none", builds_on="capstone_compile"),
     "capstone_ort_int8": Technique("latency", "ONNX Runtime static int8 after pruning, against ONNX Runtime fp32",
                                    "a few lines", CHECK, builds_on="capstone_ort_fp32"),
     "capstone_cache": Technique("throughput", "the capstone's decoded in-memory cache", "a few lines", "none"),
@@ -366,20 +366,20 @@ def _checked(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport)
 def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> dict:
     """One result as a row of the guide's table."""
     technique = technique_of(entry)
+    effort, risk = _with_prerequisites(technique)
     return {"goal": technique.goal, "technique": technique.words, "result": ratio_text(entry),
-            "against": against(entry), "reading": reading(entry), "effort": _with_prerequisites(technique)[0],
-            "accuracy risk": _with_prerequisites(technique)[1], "chapter": int(entry["chapter"]), "combination": is_combination(entry),
+            "against": against(entry), "reading": reading(entry), "effort": effort, "accuracy risk": risk, "chapter": int(entry["chapter"]), "combination": is_combination(entry),
             "reason": established_reason(entry, hardware, here)}
 
 
 def _ordered(here: Sequence[Mapping]) -> list[Mapping]:
-    """Goal by goal, single techniques before combinations, then try_first's order: cheap and safe first, then the
-    firmer reading, the earlier chapter and the surer gain within a baseline."""
+    """Goal by goal, single techniques before combinations, then cheap and safe first, the firmer reading, the place
+    within its baseline (the surer gain first: no ratio is compared across baselines) and the earlier chapter."""
     ranks = dict(zip(map(id, here), group_ranks(here)))
     goals = (*GOALS, "other")
     return sorted(here, key=lambda e: (goals.index(technique_of(e).goal), is_combination(e),
-                                       cost_key(e, ranks[id(e)])[:3], READINGS.index(reading(e)), e["chapter"],
-                                       ranks[id(e)]))
+                                       cost_key(e, ranks[id(e)])[:3], READINGS.index(reading(e)), ranks[id(e)],
+                                       e["chapter"], e["technique"]))
 
 
 def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport) -> pd.DataFrame:
@@ -390,21 +390,10 @@ def guide_table(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareRepo
 
 
 def try_first(entries: Sequence[Mapping], goal: str) -> Mapping | None:
-    """The cheapest and safest single technique of a goal that gained (its interval above 1; ties: the firmer
-    reading, then the earlier chapter, then the surest gain within its group: ratios are never compared across
-    baselines)."""
+    """The first single technique of a goal in the guide's order (_ordered: the table's order) that gained."""
     require_choice("goal", goal, (*GOALS, "other"))
     singles = [e for e in entries if technique_of(e).goal == goal and not is_combination(e)]
-    ranks = dict(zip(map(id, singles), group_ranks(singles)))
-    gained = [e for e in singles if reading(e) in GAINED]
-    if not gained:
-        return None
-    cheapest = min(cost_key(e, ranks[id(e)])[:3] + (READINGS.index(reading(e)),) for e in gained)
-    tied = [e for e in gained if cost_key(e, ranks[id(e)])[:3] + (READINGS.index(reading(e)),) == cheapest]
-    surest = {}  # within one baseline the surer gain; across baselines no ratio is compared
-    for entry in sorted(tied, key=lambda e: ranks[id(e)]):
-        surest.setdefault(group_key(entry), entry)
-    return min(surest.values(), key=lambda e: (e["chapter"], e["technique"]))
+    return next((e for e in _ordered(singles) if reading(e) in GAINED), None)
 
 
 def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
@@ -418,7 +407,8 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
         pick = "nothing gained here yet" if goal != "other" else "not in the catalogue, so not ranked"
     else:
         technique = technique_of(first)
-        pick = (f"{technique.words} ({technique.effort}; accuracy risk: {technique.risk}): {ratio_text(first)} "
+        effort, risk = _with_prerequisites(technique)
+        pick = (f"{technique.words} ({effort}; accuracy risk: {risk}): {ratio_text(first)} "
                 f"against {against(first)} (chapter {first['chapter']}; {reading(first)})")
     name = goal.capitalize() if goal != "other" else "Other results"
     return f"- **{name}**. *Try first*: {pick}. Readings: {counts}."

@@ -146,7 +146,7 @@ def _left_out_note(rows: list[dict]) -> str:
         kind_of(row) == "time ratio" and row.get("speedup_interval") is None for row in rows)
     parts = [f"{n} {kind.replace('ratio', 'ratios', 1) if n != 1 else kind}" if "without" in kind
              else f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n]
-    return f"left out, not time ratios: {', '.join(parts)}" if parts else "every result here is a time ratio"
+    return f"left out of the chart: {', '.join(parts)}" if parts else "every result here is a time ratio"
 
 
 def plot_ledger(table: pd.DataFrame, *, hardware: str, title: str = "") -> Figure:

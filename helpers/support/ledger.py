@@ -190,7 +190,7 @@ def upgrade_entry(entry: dict, format: int) -> dict:
     upgraded.setdefault("extras", {})
     upgraded.setdefault("compared_with", "")
     upgraded.setdefault("kind", "time ratio" if interval is not None else _kind_without_interval(upgraded.get("unit")))
-    if upgraded["kind"] == NO_INTERVAL_KIND and "gain" in upgraded and "gain" not in entry:
+    if upgraded["kind"] == NO_INTERVAL_KIND and upgraded.get("gain") in ("gain", "loss", "no gain"):
         # a speed-up without its interval cannot be read as a gain or a loss: its direction is kept as a note only
         if isinstance(upgraded["extras"], dict):
             upgraded["extras"] = {**upgraded["extras"], "direction_without_interval": upgraded["gain"]}

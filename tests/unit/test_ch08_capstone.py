@@ -492,7 +492,7 @@ def test_the_ledger_chart_and_the_missing_chapters():
     entries = ledger_entries()
     fig = plot_ledger(ledger_table(entries), hardware="Test CPU")
     assert isinstance(fig, Figure) and len(fig.axes[0].patches) == 4  # the time ratios; 2 exact ratios left out
-    assert fig.axes[0].get_title(loc="left") == "left out, not time ratios: 2 exact ratios"
+    assert fig.axes[0].get_title(loc="left") == "left out of the chart: 2 exact ratios"
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == ["gained, no claim", "did not pay"]  # coloured by reading
     assert chapters_missing(entries, [1, 3, 9]) == [1]
@@ -505,7 +505,7 @@ def test_the_ledger_chart_leaves_out_accuracy_and_draws_no_timed_result_as_a_not
                           higher_is_better=True, hardware="Test CPU",
                           difference=PairedDifference(1.0, 0.5, 1.5, 5, 0.06)).__dict__
     fig = plot_ledger(ledger_table([accuracy, ledger_entries()[2]]), hardware="Test CPU")
-    assert fig.axes[0].get_title(loc="left") == "left out, not time ratios: 1 exact ratio, 1 accuracy difference"
+    assert fig.axes[0].get_title(loc="left") == "left out of the chart: 1 exact ratio, 1 accuracy difference"
     assert [text.get_text() for text in fig.axes[0].texts] == ["no time ratios measured in rounds yet"]
 
 
@@ -695,3 +695,18 @@ def test_the_class_report_keeps_sizes_and_accuracy_out_of_the_speed_ups():
     assert "Only speed-ups (time ratios): 1 result that is not (exact ratios" in page
     groups = page[page.index("id='groups'"):page.index("id='capstone'")]
     assert "torch_compile" in groups and "capstone_plan_size" not in groups
+
+
+def test_try_first_is_the_first_gained_row_of_the_guide_and_no_chapter_borrows_a_capstone_cost():
+    entries = [timed_entry(3, "torch_compile", Ratio(1.5, 1.3, 1.7, 8)),
+               timed_entry(6, "compile_freezing_teacher", Ratio(1.4, 1.35, 1.45, 8)),
+               timed_entry(3, "channels_last", Ratio(1.2, 1.1, 1.3, 8), against="ResNet-18 fp32")]
+    table = guide_table(entries, HARDWARE)
+    first = table[table["reading"].str.startswith(("paid", "gained"))].iloc[0]
+    assert CATALOG[try_first(entries, "latency")["technique"]].words == first["technique"]
+    for name, technique in CATALOG.items():
+        chain, below = [], technique.builds_on
+        while below:
+            chain.append(below)
+            below = CATALOG[below].builds_on
+        assert name.startswith("capstone") or not any(step.startswith("capstone") for step in chain), name

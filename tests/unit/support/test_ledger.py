@@ -188,6 +188,7 @@ WITH_GAIN = FIRST_EDITION | {"technique": "masking", "speedup": 1.05, "speedup_i
     (FIRST_EDITION | {"speedup_interval": [0.7, 0.9]}, "loss", "time ratio"),
     (FIRST_EDITION | {"speedup_interval": [0.9, 1.1]}, "inconclusive", "time ratio"),
     (WITH_GAIN, "inconclusive", "time ratio"),
+    (FIRST_EDITION | {"gain": "gain"}, "inconclusive", NO_INTERVAL_KIND),  # a stored gain without its interval
 ])
 def test_an_entry_of_an_earlier_format_is_upgraded(stored, gain, kind):
     upgraded = upgrade_entry(stored, 1)
