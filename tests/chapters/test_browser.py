@@ -76,7 +76,7 @@ TOURS = [
                                                                "eager, channels_last", "eager"), "images per second"),
     )),
     ChapterTour("ch08_capstone.ipynb", (
-        WidgetTour("budget_points=widgets.FloatSlider", "slider", ("5", "0", "1"), "speed-up"),
+        WidgetTour("budget_points=budget_slider", "slider", ("5", "0", "1"), "x faster"),
     )),
 ]
 
