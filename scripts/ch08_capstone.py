@@ -516,7 +516,7 @@ show_source(deployment_plan)
 
 # %% [markdown]
 # Move the budget: the chart and the plan are re-drawn from the numbers measured above, without
-# re-running anything (the widget starts on the chart above). Try 0 points (only the baseline and the
+# re-running anything. Try 0 points (only the baseline and the
 # steps that compute their parent's function), 1, and 6.
 
 # %% tags=["nbval-ignore-output"]
@@ -531,7 +531,7 @@ def budget_report(budget_points: float) -> object:
 
 budget_slider = widgets.FloatSlider(value=ACCURACY_BUDGET_POINTS, min=0.0, max=6.0, step=0.25,
                                     description="budget (pts)")
-live_control(budget_report, initial=waterfall_figure, budget_points=budget_slider)
+live_control(budget_report, budget_points=budget_slider)
 
 # %% [markdown]
 # Which budgets change the plan on this run:
