@@ -83,7 +83,7 @@ budget: setup  ## execute every chapter; print wall time and peak memory; fail i
 claims: setup  ## benchmark: execute every chapter and print its speed claims with intervals and verdicts
 	$(PY) tools/claims.py $(NB)
 
-colab-check: setup  ## run each chapter alone as on Colab (its Python, its packages, the Colab cell); GPU=1, CHAPTERS="5 6"
+colab-check: setup  ## run each chapter alone as on Colab (its Python, its packages, the Colab cell); GPU=1, CHAPTERS="5 A"
 	$(PY) tools/colab_check.py --save $(if $(GPU),--gpu) $(if $(CHAPTERS),--chapters $(CHAPTERS))
 
 execute: setup  ## re-execute chapters (NB=notebooks/x.ipynb for one) and store their outputs

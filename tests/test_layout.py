@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tools.course import load_course
 
 HELPERS = ROOT / "helpers"
 SHARED = ("core", "workload", "support")  # in this order: each shared folder imports only those before it
+LAST_CHAPTER = max(c.number for c in load_course().article_chapters)  # the appendices come after it
 # Where the course's own code imports helpers from: the chapters' scripts, the package, its tests and tools.
 IMPORTERS = sorted([*(ROOT / "scripts").glob("*.py"), *HELPERS.rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
                     *(ROOT / "tools").glob("*.py")])
@@ -46,12 +48,16 @@ def helpers_imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def chapter_number(folder: str) -> int | None:
-    """8 for 'ch08_capstone'; None for a shared folder."""
-    return int(folder[2:4]) if folder.startswith("ch") else None
+    """8 for 'ch08_capstone', 9 for 'appA_language_model' (after the last chapter); None for a shared folder."""
+    if folder.startswith("ch"):
+        return int(folder[2:4])
+    if folder.startswith("app"):
+        return LAST_CHAPTER + ord(folder[3]) - ord("A") + 1
+    return None
 
 
 def allowed(importer: str, imported: str) -> bool:
-    """Layering: core <- workload <- support <- ch01 <- ... <- ch08; each imports only itself and what is to its left."""
+    """Layering: core <- workload <- support <- ch01 <- ... <- ch08 <- appA; each imports what is to its left."""
     if importer in SHARED:
         return imported in SHARED and SHARED.index(imported) <= SHARED.index(importer)
     if imported in SHARED:
@@ -72,9 +78,9 @@ def test_the_layering_rule_holds():
 
 
 def test_a_chapter_uses_no_later_chapter_s_code():
-    """The notebooks follow the same rule: chapter 5 cannot lean on what chapter 7 teaches."""
+    """The notebooks follow the same rule: chapter 5 cannot lean on what chapter 7 teaches, nor any on an appendix."""
     broken = [f"{script.relative_to(ROOT)} imports {module}"
-              for script in sorted((ROOT / "scripts").glob("ch*.py"))
+              for script in sorted([*(ROOT / "scripts").glob("ch*.py"), *(ROOT / "scripts").glob("app*.py")])
               for module, _ in helpers_imports(script)
               if module.count(".") >= 1 and not allowed(script.stem, module.split(".")[1])]
     assert not broken, "\n".join(broken)
@@ -173,6 +179,7 @@ def test_every_module_has_its_test_file():
 
 
 def test_the_folders_read_in_the_order_of_the_notebooks():
-    chapters = sorted(p.name for p in HELPERS.iterdir() if (p / "__init__.py").exists() and p.name.startswith("ch"))
-    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("ch*.ipynb"))
-    assert chapters == notebooks, "one helpers folder per chapter, named like its notebook"
+    chapters = sorted(p.name for p in HELPERS.iterdir()
+                      if (p / "__init__.py").exists() and p.name.startswith(("ch", "app")))
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb") if p.stem.startswith(("ch", "app")))
+    assert chapters == notebooks, "one helpers folder per chapter and appendix, named like its notebook"

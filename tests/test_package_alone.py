@@ -44,7 +44,7 @@ for name, ledger in references.items():
 assert all(participant.entries or any(problem.startswith('left out, chapter') for problem in participant.problems)
            for participant in read_class(class_folder))
 assert installed_version("torch").startswith("torch ")
-assert sorted(COURSE_NOTEBOOKS) == list(range(1, 9))
+assert sorted(COURSE_NOTEBOOKS) == list(range(1, 10))
 assert ledger_path() == Path.cwd().resolve() / "results" / "ledger.json"
 assert show_source(measure_interleaved).data.startswith("# helpers/core/measure.py\\n")
 assert (files("helpers") / "README.md").is_file()

@@ -51,7 +51,7 @@ def shown_runs(runs: list[ReferenceRun], chapter: Chapter) -> list[ReferenceRun]
 
 
 def toc_yaml(course: Course, runs: list[ReferenceRun]) -> dict:
-    """Jupyter Book's _toc.yml: a landing page, then the chapters in book.toml's order, each with its GPU runs."""
+    """Jupyter Book's _toc.yml: a landing page, then book.toml's chapters and appendices, each with its GPU runs."""
     chapters = []
     for chapter in course.chapters:
         entry = {"file": chapter.stem}
@@ -127,8 +127,8 @@ def gpu_title_cell(run: ReferenceRun, chapter: Chapter) -> nbformat.NotebookNode
         f"of the chapter's {edition.total} code cells differ from what ran here. Its text and numbers are that "
         f"edition's, some of them since corrected; do not read them beside the chapter's current run.\n\n")
     return nbformat.v4.new_markdown_cell(
-        f"# Chapter {chapter.number} on {run.gpu}{'' if edition.current else ', an earlier edition'}\n\n{stale}"
-        f"Chapter {chapter.number}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
+        f"# {chapter.label} on {run.gpu}{'' if edition.current else ', an earlier edition'}\n\n{stale}"
+        f"{chapter.label}, *{chapter.title}*, executed top to bottom by `tools/gpu_run.sh` on {run.label} "
         f"(Python {run.python}). The text is the chapter's own, written for any hardware; every table, figure and "
         f"claim verdict below was measured on that machine (its CPU ran the parts that stay on a CPU). The course "
         f"pins `{pinned_requirement('torch')}`; the GPU machine had torch {run.torch}, so compare what changes "

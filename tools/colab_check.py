@@ -2,7 +2,7 @@
 
     python tools/colab_check.py                 # Colab's CPU runtime (tools/colab/pip-freeze.txt)
     python tools/colab_check.py --gpu           # Colab's GPU runtime (tools/colab/pip-freeze.gpu.txt)
-    python tools/colab_check.py --chapters 5 6  # only these chapters
+    python tools/colab_check.py --chapters 5 A  # only these chapters (numbers) and appendices (letters)
     python tools/colab_check.py --save          # ... and keep the rows in results/colab-check.json (the README's)
 
 What it builds, in .cache/colab-<runtime>/ (rebuilt when Colab's list or the Colab cell changes):
@@ -192,7 +192,7 @@ def widget_tests(venv: Path) -> dict:
     return {"passed": done.returncode == 0, "summary": done.stdout.strip().splitlines()[-1] if done.stdout else ""}
 
 
-def row_text(number: int, result: dict) -> str:
+def row_text(key: str, result: dict) -> str:
     """'ran' or the first failing cell, its error and how many cells failed; then the wall time."""
     errors = result["errors"]
     if not errors:
@@ -201,7 +201,7 @@ def row_text(number: int, result: dict) -> str:
         first = errors[0]
         verdict = f"FAILED at code cell {first['cell']}: {first['ename']}: {first['evalue'].splitlines()[0][:120]}"
         verdict += f" ({len(errors)} cells failed)"
-    return f"| {number} | {verdict} | {result['wall_s']:.0f} s |"
+    return f"| {key} | {verdict} | {result['wall_s']:.0f} s |"
 
 
 def save_result(check: dict) -> None:
@@ -219,9 +219,14 @@ def save_result(check: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="Colab's GPU runtime instead of the CPU runtime")
-    parser.add_argument("--chapters", type=int, nargs="*", help="chapter numbers (default: all)")
+    parser.add_argument("--chapters", nargs="*", help="chapter numbers and appendix letters, e.g. 5 A (default: all)")
     parser.add_argument("--save", action="store_true", help="keep the rows in results/colab-check.json")
     args = parser.parse_args()
+    course = load_course()
+    unknown = sorted(set(args.chapters or ()) - {c.key for c in course.chapters})
+    if unknown:
+        parser.error(f"--chapters: no chapter or appendix {', '.join(unknown)} in book.toml; "
+                     f"choose from {' '.join(c.key for c in course.chapters)}")
     runtime = RUNTIMES["gpu" if args.gpu else "cpu"]
     folder = ROOT / ".cache" / f"colab-{runtime.name}"
     venv = build_environment(runtime, folder)
@@ -235,15 +240,15 @@ def main() -> int:
           + ", ".join(f"{name} {version}" for name, version in versions.items()))
     rows = []
     print("| # | Result | Wall time |\n|---|---|---|", flush=True)
-    chapters = [c for c in load_course().chapters if not args.chapters or c.number in args.chapters]
+    chapters = [c for c in course.chapters if not args.chapters or c.key in args.chapters]
     for chapter in chapters:
         result = run_chapter(venv, ROOT / chapter.file, keep)
-        rows.append({"chapter": chapter.number, **result})
-        print(row_text(chapter.number, result), flush=True)
+        rows.append({"chapter": chapter.number, **result})  # by number, as in the ledger: Appendix A is 9
+        print(row_text(chapter.key, result), flush=True)
     widgets = widget_tests(venv)
     print(f"widget tests with ipywidgets {versions['ipywidgets']}: {widgets['summary']}")
-    failed = [row["chapter"] for row in rows if row["errors"]]
-    print(f"executed copies in {keep.relative_to(ROOT)}/; " + (f"chapters failing: {failed}" if failed else
+    failed = [chapter.key for chapter, row in zip(chapters, rows) if row["errors"]]
+    print(f"executed copies in {keep.relative_to(ROOT)}/; " + (f"chapters failing: {', '.join(failed)}" if failed else
                                                                 "every chapter ran"))
     if args.save:
         save_result({"date": datetime.date.today().isoformat(), "runtime": runtime.name, "image": source,

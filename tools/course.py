@@ -21,22 +21,26 @@ BINDER_MEMORY_GB = 2.0  # mybinder.org's limit for the kernel and every process 
 
 @dataclass(frozen=True)
 class Chapter:
-    """One chapter notebook and what a learner needs to know before opening it."""
+    """One chapter or appendix notebook and what a learner needs to know before opening it."""
 
-    number: int
+    number: int  # its place in the course and its key in the results ledger (Appendix A is 9)
     file: str
     title: str
     minutes: int
     hardware: str
     peak_budget_gb: float = DEFAULT_PEAK_BUDGET_GB
     budget_reason: str = ""
+    appendix: str = ""  # "A", "B", ...: an appendix after the article's chapters; "" for a chapter
 
     def __post_init__(self) -> None:
+        if self.appendix != "" and not (isinstance(self.appendix, str) and re.fullmatch(r"[A-Z]", self.appendix)):
+            raise ValueError(f"entry {self.number} ({self.file}): appendix must be one capital letter (A, B, ...) "
+                             f"or absent for a chapter, got {self.appendix!r}")
         if self.peak_budget_gb != DEFAULT_PEAK_BUDGET_GB and not self.budget_reason:
-            raise ValueError(f"chapter {self.number}: a memory budget other than {DEFAULT_PEAK_BUDGET_GB} GB needs a "
+            raise ValueError(f"{self.label}: a memory budget other than {DEFAULT_PEAK_BUDGET_GB} GB needs a "
                              "budget_reason that says what was measured")
         if self.peak_budget_gb > BINDER_MEMORY_GB:
-            raise ValueError(f"chapter {self.number}: a memory budget of {self.peak_budget_gb} GB would not run on "
+            raise ValueError(f"{self.label}: a memory budget of {self.peak_budget_gb} GB would not run on "
                              f"Binder, which allows {BINDER_MEMORY_GB} GB for the kernel and its processes")
 
     @property
@@ -44,10 +48,25 @@ class Chapter:
         """File name without folder and suffix, e.g. 'ch01_measure'."""
         return Path(self.file).stem
 
+    @property
+    def is_appendix(self) -> bool:
+        """True for an appendix, which follows the article's chapters."""
+        return bool(self.appendix)
+
+    @property
+    def label(self) -> str:
+        """What a reader calls it: 'Chapter 3' or 'Appendix A'."""
+        return f"Appendix {self.appendix}" if self.is_appendix else f"Chapter {self.number}"
+
+    @property
+    def key(self) -> str:
+        """Its short name in tables and on the command line: '3' or 'A'."""
+        return self.appendix or str(self.number)
+
 
 @dataclass(frozen=True)
 class Course:
-    """The course's title, authors, repository and chapters in order."""
+    """The course's title, authors, repository and chapters in order, the appendices last."""
 
     title: str
     authors: tuple[str, ...]
@@ -55,6 +74,16 @@ class Course:
     branch: str
     chapters: tuple[Chapter, ...]
     colab_packages: tuple[str, ...] = ()
+
+    @property
+    def article_chapters(self) -> tuple[Chapter, ...]:
+        """The chapters that follow the source article, without the appendices."""
+        return tuple(c for c in self.chapters if not c.is_appendix)
+
+    @property
+    def appendices(self) -> tuple[Chapter, ...]:
+        """The appendices, which come after every chapter."""
+        return tuple(c for c in self.chapters if c.is_appendix)
 
     @property
     def github_path(self) -> str:
@@ -66,7 +95,8 @@ class Course:
 
 
 def load_course(path: Path | str = BOOK_TOML) -> Course:
-    """Parse book.toml into a Course, checking that chapter numbers are distinct and in increasing order.
+    """Parse book.toml into a Course, checking that chapter numbers are distinct and in increasing order, and that
+    the appendices come after every chapter, lettered A, B, ... in order.
 
     A chapter still being written may be missing (chapter 6 can ship before chapter 5)."""
     data = tomllib.loads(Path(path).read_text())
@@ -75,6 +105,13 @@ def load_course(path: Path | str = BOOK_TOML) -> Course:
     numbers = [c.number for c in chapters]
     if not numbers or numbers[0] < 1 or any(later <= earlier for earlier, later in zip(numbers, numbers[1:])):
         raise ValueError(f"chapter numbers in {path} must be positive and increasing, got {numbers}")
+    kinds = [c.is_appendix for c in chapters]
+    if kinds != sorted(kinds):
+        raise ValueError(f"appendices in {path} must come after every chapter, got {[c.label for c in chapters]}")
+    letters = [c.appendix for c in chapters if c.is_appendix]
+    expected = [chr(ord("A") + index) for index in range(len(letters))]
+    if letters != expected:
+        raise ValueError(f"appendices in {path} must be lettered {', '.join(expected)} in order, got {letters}")
     return Course(meta["title"], tuple(meta["authors"]), meta["repository"], meta["branch"], chapters,
                   tuple(data.get("colab", {}).get("packages", ())))
 
@@ -244,6 +281,6 @@ def chapter_table_markdown(course: Course) -> str:
     """The README's chapter table, with each chapter's launch badges."""
     lines = ["| # | Chapter | Notebook | Time | Hardware | Launch |", "|---|---|---|---|---|---|"]
     for c in course.chapters:
-        lines.append(f"| {c.number} | {c.title} | [`{c.file}`]({c.file}) | ~{c.minutes} min | {c.hardware} "
+        lines.append(f"| {c.key} | {c.title} | [`{c.file}`]({c.file}) | ~{c.minutes} min | {c.hardware} "
                      f"| {launch_badges(course, c)} |")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from tools.course import (  # noqa: E402
 README = ROOT / "README.md"
 HELPERS = ROOT / "helpers"
 SHIPPED_LEDGERS = HELPERS / "ch08_capstone" / "reference_ledgers"
-# The order a learner reads the package in: the shared folders, then the chapters in the order of notebooks/.
+# The order a learner reads the package in: the shared folders, then the chapters and the appendices.
 SHARED_FOLDERS = ("core", "workload", "support")
 HELPERS_INTRO = """# The course's helpers
 
@@ -36,7 +36,7 @@ to open `core/measure.py`. **Read `core/` first**: it is how every number in the
 
 Rules the tests hold (`tests/test_layout.py`): each folder imports only the folders listed before it
 here (`core/` imports nothing else, `workload/` only `core/`, a chapter's folder the shared folders and
-earlier chapters); nothing here reads a file outside the package at run time.
+earlier chapters, an appendix's folder any chapter's); nothing here reads a file outside the package at run time.
 
 (Generated from the modules' docstrings by `make readme`: edit a docstring, not this file.)
 """
@@ -67,10 +67,10 @@ def measured_runs_markdown(course: Course) -> str:
         stats = nbformat.read(ROOT / chapter.file, as_version=4).metadata.get("course_run")
         gpu_cells = "".join(f" {reference_run_time(r, chapter)} |" for r in runs)
         if stats is None:
-            lines.append(f"| {chapter.number} | not recorded: run `make execute` | | |{gpu_cells}")
+            lines.append(f"| {chapter.key} | not recorded: run `make execute` | | |{gpu_cells}")
         else:
             machine = stats["machine"].replace(" | ", "; ")
-            lines.append(f"| {chapter.number} | {stats['wall_s']:.0f} s | {stats['peak_mb']} MB | {machine} |{gpu_cells}")
+            lines.append(f"| {chapter.key} | {stats['wall_s']:.0f} s | {stats['peak_mb']} MB | {machine} |{gpu_cells}")
     if runs:
         lines += ["", *(f"The *{r.gpu} run* (`{r.folder.relative_to(ROOT)}`): {r.label}, executed by "
                         "`tools/gpu_run.sh`; the book shows it under each chapter whose code it ran (nearly all of it)." for r in runs)]
@@ -91,12 +91,12 @@ def colab_check_markdown(course: Course) -> str:
     for chapter in course.chapters:
         row = rows.get(chapter.number)
         if row is None:
-            lines.append(f"| {chapter.number} | not checked | |")
+            lines.append(f"| {chapter.key} | not checked | |")
             continue
         errors = row["errors"]
         verdict = "ran, no error" if not errors else (
             f"failed at code cell {errors[0]['cell']}: {errors[0]['ename']} ({len(errors)} cells failed)")
-        lines.append(f"| {chapter.number} | {verdict} | {row['wall_s']:.0f} s |")
+        lines.append(f"| {chapter.key} | {verdict} | {row['wall_s']:.0f} s |")
     widgets = check["widget_tests"]
     lines += ["", f"The widget helpers' tests with ipywidgets {versions['ipywidgets']}: "
                   f"{'passed' if widgets['passed'] else 'FAILED'} ({widgets['summary']})."]
@@ -123,9 +123,9 @@ def folder_markdown(folder: Path, depth: int = 0) -> list[str]:
 
 def helpers_readme() -> str:
     """helpers/README.md: what each folder and module is for, in the order a learner reads them."""
-    chapters = sorted(p for p in HELPERS.glob("ch*") if (p / "__init__.py").exists())
+    parts = [p for prefix in ("ch", "app") for p in sorted(HELPERS.glob(f"{prefix}*")) if (p / "__init__.py").exists()]
     lines = [HELPERS_INTRO]
-    for folder in [HELPERS / name for name in SHARED_FOLDERS] + chapters:
+    for folder in [HELPERS / name for name in SHARED_FOLDERS] + parts:
         lines += folder_markdown(folder)
     return "\n".join(lines) + "\n"
 
@@ -141,10 +141,10 @@ def generated_files() -> dict[Path, str]:
 def shipped_ledger(run: ReferenceRun, course: Course) -> str:
     """The run's ledger as chapter 8 gets it: only the chapters whose code it ran as it is today; the rest named."""
     stored = json.loads((run.folder / "ledger.json").read_text())
-    editions = {chapter.number: run.edition(chapter) for chapter in course.chapters}
-    current = {number for number, edition in editions.items() if edition is not None and edition.current}
-    left_out = [f"chapter {number}: {edition.label}" for number, edition in editions.items()
-                if edition is not None and not edition.current]
+    editions = {chapter: run.edition(chapter) for chapter in course.chapters}
+    current = {chapter.number for chapter, edition in editions.items() if edition is not None and edition.current}
+    left_out = [f"{'appendix' if chapter.is_appendix else 'chapter'} {chapter.key}: {edition.label}"
+                for chapter, edition in editions.items() if edition is not None and not edition.current]
     kept = {key: [item for item in stored.get(key, []) if item.get("chapter") in current]
             for key in ("entries", "claims")}
     return json.dumps({**kept, "left_out": left_out}, indent=1) + "\n"

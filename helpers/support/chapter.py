@@ -11,6 +11,7 @@ import torch
 
 from helpers.core.hardware import HardwareReport, hardware_report
 from helpers.core.validate import require_int
+from helpers.support.ledger import part_label
 from helpers.support.plots import apply_style
 
 STRICT_WARNINGS_ENV = "COURSE_STRICT_WARNINGS"
@@ -44,12 +45,12 @@ def use_strict_warnings() -> None:
 
 def setup_chapter(number: int, *, seed: int = 0) -> HardwareReport:
     """Seed, style plots, apply the warning policy ($COURSE_STRICT_WARNINGS=1 in tests), print the hardware."""
-    require_int("number", number, minimum=1)
+    label = part_label(number)
     seed_everything(seed)
     apply_style()
     hide_torch_internal_warnings()
     if os.environ.get(STRICT_WARNINGS_ENV) == "1":
         use_strict_warnings()
     report = hardware_report()
-    print(f"Chapter {number} | {report.summary_line()}")
+    print(f"{label} | {report.summary_line()}")
     return report

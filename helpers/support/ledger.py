@@ -33,12 +33,24 @@ LEDGER_FORMAT = 2  # 1: no "format" field and no "runs" (the files of earlier ed
 FORMATS = (1, LEDGER_FORMAT)
 DISTRIBUTION = "dl-perf-course-helpers"  # the helpers package's name as pip installs it
 GIT_TIMEOUT_S = 2.0
-# The chapters that write to the ledger and their notebooks (book.toml lists the same; a test keeps them equal).
+# The chapters and appendices that write to the ledger and their notebooks (book.toml lists the same; a test keeps
+# them equal). An appendix follows the eight chapters: its notebook's name starts with "app" and its letter.
 COURSE_NOTEBOOKS = {
     1: "notebooks/ch01_measure.ipynb", 2: "notebooks/ch02_model_structure.ipynb", 3: "notebooks/ch03_hardware.ipynb",
     4: "notebooks/ch04_data_pipeline.ipynb", 5: "notebooks/ch05_distributed.ipynb",
     6: "notebooks/ch06_compression.ipynb", 7: "notebooks/ch07_tools.ipynb", 8: "notebooks/ch08_capstone.ipynb",
+    9: "notebooks/appA_language_model.ipynb",
 }
+APPENDIX_PREFIX = "app"
+
+
+def part_label(number: int) -> str:
+    """What a reader calls the part of the course with this ledger number: 'Chapter 3' or 'Appendix A'."""
+    require_choice("number", require_int("number", number, minimum=1), COURSE_NOTEBOOKS)
+    stem = Path(COURSE_NOTEBOOKS[number]).stem
+    if stem.startswith(APPENDIX_PREFIX):
+        return f"Appendix {stem[len(APPENDIX_PREFIX)]}"
+    return f"Chapter {number}"
 
 
 def ledger_path() -> Path:

@@ -41,8 +41,8 @@ class WidgetTour:
 
     @property
     def name(self) -> str:
-        """The control's keyword argument, e.g. 'ratio' for 'ratio=widgets.FloatSlider': names the screenshots."""
-        return self.cell_marker.split("=")[0]
+        """The name before '=' in the marker ('ratio' for 'ratio=widgets.FloatSlider'): names the screenshots."""
+        return self.cell_marker.split("=")[0].strip()
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ TOURS = [
     )),
     ChapterTour("ch08_capstone.ipynb", (
         WidgetTour("budget_points=budget_slider", "slider", ("5", "0", "1"), "x faster"),
+    )),
+    ChapterTour("appA_language_model.ipynb", (
+        WidgetTour("generation_widget = ", "slider", ("16", "1", "4"), "tokens/s"),
     )),
 ]
 

@@ -25,7 +25,23 @@ def test_book_toml_lists_exactly_the_notebooks_present():
 def test_chapter_entries_are_complete():
     for chapter in COURSE.chapters:
         assert chapter.title and chapter.hardware and chapter.minutes > 0
-        assert chapter.stem.startswith(f"ch{chapter.number:02d}_")
+        prefix = f"app{chapter.appendix}_" if chapter.is_appendix else f"ch{chapter.number:02d}_"
+        assert chapter.stem.startswith(prefix), f"{chapter.label}'s notebook must be named {prefix}..."
+
+
+def test_the_course_is_eight_chapters_then_the_appendices():
+    assert [c.label for c in COURSE.article_chapters] == [f"Chapter {n}" for n in range(1, 9)]
+    assert [(c.label, c.key, c.number) for c in COURSE.appendices] == [("Appendix A", "A", 9)]
+    assert COURSE.chapters == COURSE.article_chapters + COURSE.appendices
+    third = COURSE.chapters[2]
+    assert (third.label, third.key, third.is_appendix) == ("Chapter 3", "3", False)
+
+
+@pytest.mark.parametrize("letter", ["a", "AB", "1", 1])
+def test_an_appendix_is_one_capital_letter(letter):
+    from tools.course import Chapter
+    with pytest.raises(ValueError, match="appendix must be one capital letter"):
+        Chapter(number=9, file="notebooks/appA_x.ipynb", title="x", minutes=1, hardware="any", appendix=letter)
 
 
 def test_a_larger_memory_budget_needs_its_reason():
@@ -61,7 +77,7 @@ def test_the_ledger_knows_the_chapters_book_toml_lists():
 def test_title_cell_matches_book_toml(chapter):
     first = nbformat.read(ROOT / chapter.file, as_version=4).cells[0]
     assert first.cell_type == "markdown"
-    assert first.source.startswith(f"# Chapter {chapter.number} — {chapter.title}\n")
+    assert first.source.startswith(f"# {chapter.label} — {chapter.title}\n")
     assert launch_badges(COURSE, chapter) in first.source
     assert f"**Estimated time:** ~{chapter.minutes} min · **Hardware:** {chapter.hardware}" in first.source
 
@@ -136,11 +152,13 @@ def test_the_set_up_picks_its_torch_source_without_waiting_on_a_time_out():
     assert elapsed < 15, f"choosing the torch source took {elapsed:.0f} s"
 
 
-def write_book(folder, numbers: list[int]) -> str:
-    """A minimal book.toml listing chapters with these numbers."""
+def write_book(folder, numbers: list[int], appendices: dict[int, str] | None = None) -> str:
+    """A minimal book.toml listing chapters with these numbers; those in appendices are appendices, lettered so."""
+    letters = appendices or {}
     chapters = "".join(
-        f'\n[[chapters]]\nnumber = {n}\nfile = "notebooks/ch{n:02d}_x.ipynb"\ntitle = "Chapter {n}"\n'
-        f'minutes = 10\nhardware = "Any CPU"\n' for n in numbers)
+        (f'\n[[chapters]]\nnumber = {n}\nappendix = "{letters[n]}"\nfile = "notebooks/app{letters[n]}_x.ipynb"\n'
+         if n in letters else f'\n[[chapters]]\nnumber = {n}\nfile = "notebooks/ch{n:02d}_x.ipynb"\n')
+        + f'title = "Part {n}"\nminutes = 10\nhardware = "Any CPU"\n' for n in numbers)
     path = folder / "book.toml"
     path.write_text('[course]\ntitle = "T"\nauthors = ["A"]\nrepository = "https://github.com/o/r"\n'
                     f'branch = "main"\n{chapters}')
@@ -157,3 +175,20 @@ def test_load_course_accepts_a_gap_in_the_chapter_numbers(tmp_path):
 def test_load_course_rejects_decreasing_repeated_or_non_positive_numbers(tmp_path, numbers):
     with pytest.raises(ValueError, match="must be positive and increasing"):
         load_course(write_book(tmp_path, numbers))
+
+
+def test_load_course_accepts_appendices_after_the_chapters(tmp_path):
+    course = load_course(write_book(tmp_path, [1, 2, 5, 6], {5: "A", 6: "B"}))
+    assert [c.key for c in course.article_chapters] == ["1", "2"]
+    assert [(c.label, c.stem) for c in course.appendices] == [("Appendix A", "appA_x"), ("Appendix B", "appB_x")]
+
+
+def test_load_course_rejects_an_appendix_before_a_chapter(tmp_path):
+    with pytest.raises(ValueError, match="appendices .* must come after every chapter"):
+        load_course(write_book(tmp_path, [1, 2, 3], {2: "A"}))
+
+
+@pytest.mark.parametrize("letters", [{3: "B"}, {3: "A", 4: "C"}, {3: "B", 4: "A"}, {3: "A", 4: "A"}])
+def test_load_course_rejects_appendices_not_lettered_a_b_in_order(tmp_path, letters):
+    with pytest.raises(ValueError, match="must be lettered A"):
+        load_course(write_book(tmp_path, [1, 2, *letters], letters))

@@ -29,8 +29,9 @@ def test_the_shipped_ledgers_hold_only_chapters_that_ran_as_they_are_today():
     assert {p.stem for p in SHIPPED_LEDGERS.glob("*.json")} == {run.folder.name for run in runs} != set()
     for run in runs:
         shipped = json.loads((SHIPPED_LEDGERS / f"{run.folder.name}.json").read_text())
-        editions = {c.number: run.edition(c) for c in course.chapters if run.notebook(c)}
-        current = {number for number, edition in editions.items() if edition.current}
+        editions = {c: run.edition(c) for c in course.chapters if run.notebook(c)}
+        current = {c.number for c, edition in editions.items() if edition.current}
         assert {e["chapter"] for e in shipped["entries"] + shipped["claims"]} <= current
-        stale = [f"chapter {number}: {edition.label}" for number, edition in editions.items() if not edition.current]
+        stale = [f"{'appendix' if c.is_appendix else 'chapter'} {c.key}: {edition.label}"
+                 for c, edition in editions.items() if not edition.current]
         assert shipped["left_out"] == stale

@@ -12,7 +12,7 @@ import torch
 from helpers.core.claims import Ratio, make_claim
 from helpers.support.ledger import (
     LEDGER_ENV, LEDGER_FORMAT, course_version, ledger_path, ledger_table, load_claims, load_ledger, load_runs,
-    NO_INTERVAL_KIND, make_entry, record_chapter, upgrade_entry,
+    NO_INTERVAL_KIND, make_entry, part_label, record_chapter, upgrade_entry,
 )
 
 
@@ -23,6 +23,14 @@ def entry(chapter=1, technique="batching", baseline=100.0, optimized=200.0, high
 
 FIELDS = {"chapter", "technique", "metric", "unit", "baseline", "optimized", "speedup", "speedup_interval", "gain",
           "hardware", "extras", "compared_with", "kind", "verdict", "combination"}
+
+
+def test_a_part_of_the_course_is_named_as_a_chapter_or_an_appendix():
+    assert (part_label(1), part_label(8), part_label(9)) == ("Chapter 1", "Chapter 8", "Appendix A")
+    with pytest.raises(ValueError, match=r"number must be one of 1, 2, .*8, 9; got 10"):
+        part_label(10)
+    with pytest.raises(TypeError, match="number must be an int"):
+        part_label("A")
 
 
 def test_speedup_is_above_one_when_the_technique_helps_either_way():
