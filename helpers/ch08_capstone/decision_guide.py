@@ -18,9 +18,10 @@ from IPython.display import Markdown
 from helpers.core.claims import BOOTSTRAP_MIN_ROUNDS
 from helpers.core.hardware import HardwareReport
 from helpers.core.validate import require_choice, require_instance
-from helpers.support.ledger import LedgerEntry
+from helpers.support.ledger import COURSE_NOTEBOOKS, LedgerEntry, part_label
 
-GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy")
+# "generation": Appendix A's results on a language model, a group of their own (its baselines are decode steps)
+GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy", "generation")
 EFFORTS = ("one line", "a few lines", "a project")
 RISKS = ("none", "rounding", "needs retraining or a check")
 READINGS = ("paid", "gained, no claim", "gained, claim open", "gained, short of its claim", "no measurable effect",
@@ -142,6 +143,20 @@ CATALOG: dict[str, Technique] = {
     "capstone_plan_latency": Technique("latency", "the capstone's plan, all its stages against eager fp32",
                                        "a project", CHECK, True),
     "capstone_plan_size": Technique("size", "the capstone's plan, all its stages (bytes)", "a project", CHECK, True),
+    "lm_kv_cache": Technique("generation", "a KV cache for generation, against recomputing the prefix", "a few lines",
+                             "none"),
+    "lm_sdpa_attention": Technique("generation", "fused attention (SDPA), against attention written by hand",
+                                   "one line", "rounding"),
+    "lm_bf16_decode": Technique("generation", "bf16 weights for the decode step, against fp32", "one line",
+                                "rounding"),
+    "lm_compile_decode": Technique("generation", "torch.compile with freezing of the bf16 decode step", "a few lines",
+                                   "none", builds_on="lm_bf16_decode"),
+    "lm_int8_weight_only_decode": Technique("generation", "int8 weight-only decode, against bf16 compiled",
+                                            "one line", CHECK, builds_on="lm_compile_decode"),
+    "lm_int4_weight_only_decode": Technique("generation", "int4 weight-only decode, against bf16", "one line", CHECK,
+                                            builds_on="lm_bf16_decode"),
+    "lm_decode_batching": Technique("generation", "16 sequences per decode step (tokens/s), against one",
+                                    "a project", "none"),
     # written by earlier editions of chapter 8; kept so that older ledgers still read
     "capstone_latency": Technique("latency", "the capstone's plan, all stages together", "a project", CHECK, True),
     "capstone_size": Technique("size", "the capstone's plan, all stages together", "a project", CHECK, True),
@@ -363,12 +378,28 @@ def _checked(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport)
     return rows
 
 
+def chapter_key(number: object) -> int | str:
+    """The chapter column's value: the chapter's number, or an appendix's letter ('A')."""
+    if int(number) not in COURSE_NOTEBOOKS:
+        return int(number)
+    label = part_label(int(number))
+    return label.split()[-1] if label.startswith("Appendix") else int(number)
+
+
+def part_words(number: object) -> str:
+    """'chapter 3' or 'Appendix A', inside a sentence."""
+    if int(number) not in COURSE_NOTEBOOKS:
+        return f"chapter {int(number)}"
+    label = part_label(int(number))
+    return label if label.startswith("Appendix") else label.lower()
+
+
 def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> dict:
     """One result as a row of the guide's table."""
     technique = technique_of(entry)
     effort, risk = _with_prerequisites(technique)
     return {"goal": technique.goal, "technique": technique.words, "result": ratio_text(entry),
-            "against": against(entry), "reading": reading(entry), "effort": effort, "accuracy risk": risk, "chapter": int(entry["chapter"]), "combination": is_combination(entry),
+            "against": against(entry), "reading": reading(entry), "effort": effort, "accuracy risk": risk, "chapter": chapter_key(entry["chapter"]), "combination": is_combination(entry),
             "reason": established_reason(entry, hardware, here)}
 
 
@@ -409,7 +440,7 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
         technique = technique_of(first)
         effort, risk = _with_prerequisites(technique)
         pick = (f"{technique.words} ({effort}; accuracy risk: {risk}): {ratio_text(first)} "
-                f"against {against(first)} (chapter {first['chapter']}; {reading(first)})")
+                f"against {against(first)} ({part_words(first['chapter'])}; {reading(first)})")
     name = goal.capitalize() if goal != "other" else "Other results"
     return f"- **{name}**. *Try first*: {pick}. Readings: {counts}."
 
@@ -417,7 +448,7 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
 def _combination_line(entry: Mapping) -> str:
     """One combination, listed apart and never ranked against single techniques."""
     technique = technique_of(entry)
-    return (f"- *Combination* ({technique.goal}, chapter {entry['chapter']}): {technique.words}: {ratio_text(entry)} "
+    return (f"- *Combination* ({technique.goal}, {part_words(entry['chapter'])}): {technique.words}: {ratio_text(entry)} "
             f"against {against(entry)}; {reading(entry)}.")
 
 

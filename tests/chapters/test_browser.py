@@ -79,7 +79,7 @@ TOURS = [
         WidgetTour("budget_points=budget_slider", "slider", ("5", "0", "1"), "x faster"),
     )),
     ChapterTour("appA_language_model.ipynb", (
-        WidgetTour("generation_widget = ", "slider", ("16", "1", "4"), "tokens/s"),
+        WidgetTour("generation_widget = ", "slider", ("128", "16", "64"), "tokens/s"),
     )),
 ]
 

@@ -1,0 +1,31 @@
+"""Checks for the appendix's exercises: predict decode speed from bytes, size a KV cache, find the batch at the
+ridge. Each compares with the value computed from this run's own measurements."""
+
+from __future__ import annotations
+
+from helpers.core.validate import require_number
+from helpers.support.checks import Verdict, check_number
+from helpers.appA_language_model.token_costs import ServedModel
+
+
+def check_decode_prediction(exercise: str, answer: object, *, weight_bytes: int, read_gbps: float) -> Verdict:
+    """The tokens per second the read roof allows when every decode step reads weight_bytes."""
+    expected = require_number("read_gbps", read_gbps, strictly_positive=True) * 1e9 / weight_bytes
+    return check_number(exercise, answer, expected, hint="a decode step reads every weight once: tokens per "
+                        "second = bytes per second the memory delivers / bytes read per token.")
+
+
+def check_cached_tokens(exercise: str, answer: object, model: ServedModel, *, gpu_gb: float,
+                        bytes_per_value: float) -> Verdict:
+    """How many tokens of model's KV cache fit beside its bf16 weights in gpu_gb."""
+    expected = model.tokens_that_fit(gpu_gb, bytes_per_value=bytes_per_value)
+    return check_number(exercise, answer, expected, hint="free memory = GPU memory - parameters x 2 bytes; each "
+                        "token costs layers x KV heads x head dim x 2 (keys and values) x bytes per value.")
+
+
+def check_ridge_batch(exercise: str, answer: object, *, ridge_flop_per_byte: float, bytes_per_weight: float) -> Verdict:
+    """The batch at which a decode step's FLOPs per weight byte (2 x batch / bytes per weight) reach the ridge."""
+    ridge = require_number("ridge_flop_per_byte", ridge_flop_per_byte, strictly_positive=True)
+    expected = ridge * require_number("bytes_per_weight", bytes_per_weight, strictly_positive=True) / 2
+    return check_number(exercise, answer, expected, rtol=0.05, hint="each weight byte read serves 2 FLOPs (a "
+                        "multiply and an add) per sequence in the batch, divided by the bytes each weight takes.")
