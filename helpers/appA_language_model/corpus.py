@@ -22,7 +22,7 @@ MODULES = ("argparse", "ast", "asyncio.events", "base64", "bisect", "calendar", 
            "ipaddress", "itertools", "json", "logging", "mailbox", "numbers", "operator", "optparse", "pathlib",
            "pickle", "pprint", "queue", "random", "re", "sched", "shlex", "shutil", "smtplib", "socket",
            "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading", "timeit",
-           "tokenize", "traceback", "typing", "unittest.case", "urllib.parse", "uuid", "wave", "weakref",
+           "tokenize", "traceback", "fnmatch", "unittest.case", "urllib.parse", "uuid", "wave", "weakref",
            "xml.dom.minidom", "zipfile")
 HELD_OUT_EVERY = 5  # every fifth module is validation text
 

@@ -87,18 +87,31 @@ def trained_decoder(config: DecoderConfig, corpus: Corpus, recipe: Recipe) -> tu
     return model, losses, False
 
 
-@torch.inference_mode()
-def validation_loss(model: Decoder, data: torch.Tensor, *, length: int = 128, windows: int = 64) -> float:
-    """Mean cross-entropy (nats per byte) over `windows` evenly spaced windows of data: the same windows every
-    time, so that two variants of one model are scored on the same text."""
+def validation_windows(data: torch.Tensor, *, length: int = 128, windows: int = 64) -> torch.Tensor:
+    """`windows` evenly spaced windows of length + 1 tokens of data: the same every time, so that two variants of one
+    model are scored on the same text."""
     require_int("windows", windows, minimum=1)
     require_int("length", length, minimum=1)
     if len(data) < length + windows + 1:
         raise ValueError(f"data holds {len(data)} tokens: too few for {windows} windows of {length}")
     starts = torch.linspace(0, len(data) - length - 1, windows).long().tolist()
-    batch = torch.stack([data[s:s + length + 1] for s in starts]).long()
+    return torch.stack([data[s:s + length + 1] for s in starts]).long()
+
+
+@torch.inference_mode()
+def validation_loss(model: Decoder, data: torch.Tensor, *, length: int = 128, windows: int = 64) -> float:
+    """Mean cross-entropy (nats per byte) over validation_windows of data."""
+    batch = validation_windows(data, length=length, windows=windows)
     logits = model(batch[:, :-1]).float()
     return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).item()
+
+
+@torch.inference_mode()
+def agreement(model: Decoder, reference: Decoder, data: torch.Tensor, *, length: int = 128,
+              windows: int = 64) -> float:
+    """Share of positions of validation_windows where model's most likely next byte is reference's."""
+    inputs = validation_windows(data, length=length, windows=windows)[:, :-1]
+    return (model(inputs).argmax(-1) == reference(inputs).argmax(-1)).float().mean().item()
 
 
 def perplexity(loss_nats: float) -> float:

@@ -30,7 +30,8 @@ from helpers.appA_language_model.token_costs import (
     SERVED_MODELS, ServedModel, decode_cost, matrix_weights, prefill_cost,
 )
 from helpers.appA_language_model.training import (
-    Recipe, bits_per_byte, learning_rate_at, perplexity, recipe_key, train_decoder, trained_decoder, validation_loss,
+    Recipe, agreement, bits_per_byte, learning_rate_at, perplexity, recipe_key, train_decoder, trained_decoder,
+    validation_loss, validation_windows,
 )
 
 TINY = DecoderConfig(context=32, width=32, layers=2, heads=2)
@@ -223,8 +224,9 @@ def test_continuous_batching_takes_fewer_steps_than_static():
     flat = {1: 1.0, 16: 1.0}
     lengths = [10, 1, 1, 1, 10, 1, 1, 1]
     static, continuous = static_batches(lengths, 4, flat), continuous_batches(lengths, 4, flat)
-    assert static.steps == 20 and continuous.steps == 10
-    assert sorted(continuous.finish_ms)[-1] == continuous.total_ms == 10.0
+    assert static.steps == 20  # two batches, each as long as its 10-token request
+    assert continuous.steps == 11  # the second long request takes a freed slot at step 2
+    assert continuous.total_ms == 11.0 and static.total_ms == 20.0
     assert continuous.tokens_per_s > static.tokens_per_s
     assert len(request_lengths(50)) == 50 and min(request_lengths(50)) >= 8
 
@@ -250,3 +252,12 @@ def test_plots_draw_and_refuse_empty_inputs():
         plot_batching([], [], hardware="cpu")
     with pytest.raises(ValueError):
         plot_token_times({}, prompt=1, hardware="cpu")
+
+
+def test_agreement_is_one_with_itself_and_windows_repeat(corpus):
+    model = decoder(TINY)
+    assert agreement(model, model, corpus.validation, length=16, windows=4) == 1.0
+    first = validation_windows(corpus.validation, length=16, windows=4)
+    assert first.shape == (4, 17) and torch.equal(first, validation_windows(corpus.validation, length=16, windows=4))
+    with pytest.raises(ValueError, match="too few"):
+        validation_windows(corpus.validation[:10], length=16, windows=4)

@@ -390,6 +390,17 @@ def test_the_guide_reads_the_hardware_and_handles_an_empty_ledger():
         guide_table([{"technique": "x"}], HARDWARE)
 
 
+def test_the_guide_files_the_appendix_as_its_own_group_with_its_letter():
+    kv = timed_entry(9, "lm_kv_cache", Ratio(3.0, 2.7, 3.8, 8), against="recomputing the prefix", verdict="holds")
+    compiled = timed_entry(3, "torch_compile", Ratio(2.0, 1.8, 2.2, 8), verdict="holds")
+    table = guide_table([kv, compiled], HARDWARE)
+    row = table[table["goal"] == "generation"].iloc[0]
+    assert row["chapter"] == "A" and table[table["goal"] == "latency"].iloc[0]["chapter"] == 3
+    text = decision_guide([kv, compiled], HARDWARE).data
+    assert "**Generation**. *Try first*: a KV cache for generation" in text and "(Appendix A; paid)" in text
+    assert all(CATALOG[name].goal == "generation" for name in CATALOG if name.startswith("lm_"))
+
+
 def test_the_guide_gives_a_reason_only_where_a_chapter_measured_one():
     folding = timed_entry(2, "conv_bn_folding", Ratio(0.9, 0.8, 0.95, 5), verdict="does not hold here")
     paid = timed_entry(3, "torch_compile", Ratio(2.0, 1.8, 2.2, 5), verdict="holds")
