@@ -418,6 +418,7 @@ quality = pd.DataFrame({"weights (KB)": [weight_bytes(m) / 1e3 for m in small_fo
                                                    for m in small_formats.values()]},
                        index=pd.Index(WEIGHT_FORMATS, name="weights"))
 quality["change (bits per byte)"] = quality["held-out bits per byte"] - quality.loc["fp32", "held-out bits per byte"]
+quality["perplexity per byte"] = 2 ** quality["held-out bits per byte"]
 quality["same next byte as fp32 (%)"] = [100 * agreement(m, small, corpus.validation) for m in small_formats.values()]
 quality.round(4)
 

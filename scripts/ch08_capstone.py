@@ -1025,6 +1025,10 @@ pd.DataFrame([
 # The newest PyTorch on PyPI when this was written was 2.15.0; the course pins 2.14.1. Re-running the
 # course on a newer release is the cheapest way to see which of your verdicts still hold.
 #
+# Appendix A, after this chapter, measures the second row of the table on this machine: prefill
+# and decode on the roofline, the KV cache, attention kernels, weight-only quantization and batching
+# on a small language model. Its results join your ledger as a group of their own ("generation").
+#
 # ## 6. Summary
 # This chapter's results, recorded into the ledger with its claims:
 
