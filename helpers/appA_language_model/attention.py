@@ -17,7 +17,6 @@ from torch.profiler import profile
 
 from helpers.core.validate import require_int
 from helpers.support.logs import quiet_profiler_logs
-from helpers.ch07_tools.profiling import largest_allocations
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -54,10 +53,15 @@ def score_matrix_bytes(positions: int, *, heads: int = 4, batch: int = 1, bytes_
 
 
 def operators_and_peak(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> tuple[tuple[str, ...], float]:
-    """The aten operators one call ran (fused kernels by name) and the MB its largest operator allocated, from a
-    memory profile."""
+    """The attention and softmax operators one call ran (fused kernels by name), and the peak MB it held allocated:
+    the running total of the profiler's allocation and free records, in the order they happened."""
     with quiet_profiler_logs(), profile(profile_memory=True) as prof:
         fn(*inputs)
-    names = tuple(sorted({event.name for event in prof.events()
+    events = sorted(prof.events(), key=lambda event: event.time_range.start)
+    names = tuple(sorted({event.name for event in events
                           if "attention" in event.name or event.name in ("aten::softmax", "aten::_softmax")}))
-    return names, float(largest_allocations(prof, steps=1, top=1)["MB allocated per step"].iloc[0])
+    held = peak = 0
+    for event in events:
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return names, peak / 1e6

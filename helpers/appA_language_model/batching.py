@@ -38,6 +38,7 @@ class Schedule:
     """When each request finished (ms from the start), and the steps the server ran."""
 
     finish_ms: tuple[float, ...]
+    first_token_ms: tuple[float, ...]
     steps: int
     lengths: tuple[int, ...]
 
@@ -56,32 +57,42 @@ class Schedule:
         """Mean time from the start until a request's last token (every request arrives at time 0)."""
         return float(np.mean(self.finish_ms))
 
+    def latency_percentile_ms(self, percent: float) -> float:
+        """A percentile of the time from the start until a request's last token."""
+        return float(np.percentile(self.finish_ms, percent))
+
+    def first_token_percentile_ms(self, percent: float) -> float:
+        """A percentile of the time from the start until a request's first token (its wait for a slot included)."""
+        return float(np.percentile(self.first_token_ms, percent))
+
 
 def static_batches(lengths: Sequence[int], slots: int, step_ms: Mapping[int, float]) -> Schedule:
     """Requests in order, `slots` at a time; a batch runs until its longest request ends, finished rows idle."""
     require_int("slots", slots, minimum=1)
-    clock, finish, steps = 0.0, [], 0
+    clock, finish, first, steps = 0.0, [], [], 0
     for start in range(0, len(lengths), slots):
         batch = list(lengths[start:start + slots])
-        done = []
         for step in range(1, max(batch) + 1):
             clock += step_time_at(step_ms, len(batch))  # finished rows still occupy the batch
             steps += 1
-            done += [clock] * sum(length == step for length in batch)
-        finish += done
-    return Schedule(tuple(finish), steps, tuple(lengths))
+            first += [clock] * (len(batch) if step == 1 else 0)
+            finish += [clock] * sum(length == step for length in batch)
+    return Schedule(tuple(finish), tuple(first), steps, tuple(lengths))
 
 
 def continuous_batches(lengths: Sequence[int], slots: int, step_ms: Mapping[int, float]) -> Schedule:
     """Up to `slots` requests at once; when one ends, the next waiting request takes its slot at the next step."""
     require_int("slots", slots, minimum=1)
-    waiting, running, clock, finish, steps = list(lengths), [], 0.0, [], 0
+    waiting, running, clock, finish, first, steps = list(lengths), [], 0.0, [], [], 0
     while waiting or running:
+        admitted = 0
         while waiting and len(running) < slots:
             running.append(waiting.pop(0))
+            admitted += 1
         clock += step_time_at(step_ms, len(running))
         steps += 1
+        first += [clock] * admitted
         running = [left - 1 for left in running]
         finish += [clock] * running.count(0)
         running = [left for left in running if left > 0]
-    return Schedule(tuple(finish), steps, tuple(lengths))
+    return Schedule(tuple(finish), tuple(first), steps, tuple(lengths))

@@ -4,8 +4,8 @@ Every variant runs the same static-shape step (Decoder.decode_at at a fixed posi
 already filled by a prefill), so the variants differ only in how the weights are stored and
 multiplied. The fast path of each weight format on a CPU is chapter 6's finding: int8 weight-only
 needs torch.compile (which turns it into aten::_weight_int8pack_mm), int4 weight-only's CPU layout
-runs its packed kernel eagerly. The head stays in the model's precision: it shares its weights with
-the embedding table (a lookup, not a matrix product).
+runs its packed kernel eagerly. The head (a 256-row matrix product) stays in the model's precision:
+it shares its weights with the embedding table, whose lookup needs them unquantized.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import copy
 from collections.abc import Callable
 
 import warnings
+from collections.abc import Mapping
 
+import pandas as pd
 import torch
 from torch import nn
+from torch.profiler import profile
 
 from helpers.core.validate import require_choice, require_int
 from helpers.ch03_hardware.compile_timing import INTERNAL_COMPILE_WARNINGS
-from helpers.ch06_compression.weight_only import quantization_config  # first: it quietens torchao's import notice
+from helpers.ch06_compression.weight_only import MATMUL_OPERATOR, quantization_config  # first: quietens torchao
+from helpers.support.logs import quiet_profiler_logs
 from torchao.quantization import quantize_
 from helpers.appA_language_model.model import VOCAB, Decoder, KVCache
 
@@ -78,3 +82,19 @@ def decode_call(model: Decoder, *, batch: int, position: int, path: str = "eager
         return step(token, cache, where)
 
     return run
+
+
+def matmul_split(calls: Mapping[str, Callable[[], object]], *, repeats: int = 20) -> pd.DataFrame:
+    """Self CPU time per call (ms) in matrix-multiply operators and in everything else, one profile of `repeats`
+    calls per variant: where each step's time goes (profiler overhead included: compare rows, not latencies)."""
+    rows = {}
+    for name, call in calls.items():
+        call()
+        with quiet_profiler_logs(), profile() as prof:
+            for _ in range(repeats):
+                call()
+        events = [e for e in prof.events() if "CompiledFxGraph" not in e.name and "Torch-Compiled" not in e.name]
+        matmul = sum(e.self_cpu_time_total for e in events if MATMUL_OPERATOR.search(e.name)) / 1e3 / repeats
+        total = sum(e.self_cpu_time_total for e in events) / 1e3 / repeats
+        rows[name] = {"matrix products (ms)": matmul, "everything else (ms)": total - matmul}
+    return pd.DataFrame(rows).T

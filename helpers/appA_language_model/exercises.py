@@ -8,11 +8,11 @@ from helpers.support.checks import Verdict, check_number
 from helpers.appA_language_model.token_costs import ServedModel
 
 
-def check_decode_prediction(exercise: str, answer: object, *, weight_bytes: int, read_gbps: float) -> Verdict:
-    """The tokens per second the read roof allows when every decode step reads weight_bytes."""
-    expected = require_number("read_gbps", read_gbps, strictly_positive=True) * 1e9 / weight_bytes
-    return check_number(exercise, answer, expected, hint="a decode step reads every weight once: tokens per "
-                        "second = bytes per second the memory delivers / bytes read per token.")
+def check_step_prediction(exercise: str, answer: object, *, weight_bytes: int, read_gbps: float) -> Verdict:
+    """The milliseconds a decode step takes when it only streams weight_bytes at the read roof."""
+    expected = weight_bytes / (require_number("read_gbps", read_gbps, strictly_positive=True) * 1e9) * 1e3
+    return check_number(exercise, answer, expected, hint="what does one decode step read, and how fast can this "
+                        "machine read? Mind the units: GB/s is 1e9 bytes per second, and the answer is in ms.")
 
 
 def check_cached_tokens(exercise: str, answer: object, model: ServedModel, *, gpu_gb: float,
@@ -23,7 +23,8 @@ def check_cached_tokens(exercise: str, answer: object, model: ServedModel, *, gp
                         "token costs layers x KV heads x head dim x 2 (keys and values) x bytes per value.")
 
 
-def check_ridge_batch(exercise: str, answer: object, *, ridge_flop_per_byte: float, bytes_per_weight: float) -> Verdict:
+def check_ridge_batch(exercise: str, answer: object, *, ridge_flop_per_byte: float,
+                      bytes_per_weight: float) -> Verdict:
     """The batch at which a decode step's FLOPs per weight byte (2 x batch / bytes per weight) reach the ridge."""
     ridge = require_number("ridge_flop_per_byte", ridge_flop_per_byte, strictly_positive=True)
     expected = ridge * require_number("bytes_per_weight", bytes_per_weight, strictly_positive=True) / 2

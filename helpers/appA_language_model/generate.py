@@ -109,7 +109,7 @@ def generation_report(models: Mapping[str, Decoder], *, prompt_tokens: int, batc
     prompt = torch.randint(0, 256, (batch, prompt_tokens), generator=torch.Generator().manual_seed(0))
     _check(model, prompt, new_tokens)
     generate = GENERATORS["KV cache" if cached else "recompute the prefix"]
-    clock = generation_clock(token_times_s(generate, model, prompt, new_tokens, repeats=1))
+    clock = generation_clock(token_times_s(generate, model, prompt, new_tokens, repeats=3))
     return (f"{precision}, {'KV cache' if cached else 'no cache'}, prompt {prompt_tokens}, batch {batch}: "
             f"first token {clock.first_token_ms:.1f} ms, then {clock.per_token_ms:.2f} ms per token = "
             f"{batch * clock.tokens_per_s:.0f} tokens/s over the batch ({clock.tokens_per_s:.0f} per sequence)")

@@ -69,12 +69,28 @@ class ServedModel:
         """Keys and values of one token in every layer: layers x KV heads x head dim x 2 x bytes."""
         return self.layers * self.kv_heads * self.head_dim * 2 * bytes_per_value
 
+    def decode_step_bytes(self, *, batch: int, context: int, bytes_per_weight: float = 2,
+                          bytes_per_value: float = 2) -> float:
+        """Bytes one decode step reads: every weight once for the whole batch, plus each sequence's own cache."""
+        require_int("batch", batch, minimum=1)
+        require_int("context", context, minimum=0)
+        return self.parameters_b * 1e9 * bytes_per_weight + batch * context * self.kv_bytes_per_token(bytes_per_value)
+
+    def decode_tokens_per_s_bound(self, *, batch: int, context: int, bandwidth_tbps: float,
+                                  bytes_per_value: float = 2) -> float:
+        """Tokens per second the memory allows at this batch and context: batch / (bytes per step / bandwidth)."""
+        seconds = self.decode_step_bytes(batch=batch, context=context, bytes_per_value=bytes_per_value) / (
+            bandwidth_tbps * 1e12)
+        return batch / seconds
+
     def tokens_that_fit(self, gpu_gb: float, bytes_per_weight: float = 2, bytes_per_value: float = 2) -> int:
         """Cached tokens (all requests together) that fit beside the weights in gpu_gb of memory (none if the weights
         alone do not fit); activations and the framework's own memory are ignored."""
         free = gpu_gb * 1e9 - self.parameters_b * 1e9 * bytes_per_weight
         return max(0, int(free // self.kv_bytes_per_token(bytes_per_value)))
 
+
+H100_SXM_TBPS = 3.35  # HBM3 bandwidth of an H100 SXM 80 GB, NVIDIA's datasheet (TB/s)
 
 # Shapes from each model's config.json as released (num_hidden_layers, num_attention_heads, num_key_value_heads,
 # head_dim or hidden_size / num_attention_heads).

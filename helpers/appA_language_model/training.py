@@ -12,6 +12,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -104,6 +105,24 @@ def validation_loss(model: Decoder, data: torch.Tensor, *, length: int = 128, wi
     batch = validation_windows(data, length=length, windows=windows)
     logits = model(batch[:, :-1]).float()
     return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).item()
+
+
+@torch.inference_mode()
+def paired_loss_change(model: Decoder, reference: Decoder, data: torch.Tensor, *, length: int = 128,
+                       windows: int = 64, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """model's held-out loss minus reference's, in bits per byte, with a 95% bootstrap interval over the windows
+    (both models scored on the same windows, so the difference is paired)."""
+    batch = validation_windows(data, length=length, windows=windows)
+
+    def per_window_bits(m: Decoder) -> np.ndarray:
+        logits = m(batch[:, :-1]).float()
+        loss = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").mean(dim=1)
+        return loss.numpy() / math.log(2)
+
+    change = per_window_bits(model) - per_window_bits(reference)
+    picks = np.random.default_rng(seed).integers(0, len(change), size=(resamples, len(change)))
+    low, high = np.percentile(change[picks].mean(axis=1), [2.5, 97.5])
+    return float(change.mean()), float(low), float(high)
 
 
 @torch.inference_mode()

@@ -18,8 +18,8 @@ from helpers.appA_language_model.batching import (
 from helpers.appA_language_model.corpus import (
     HELD_OUT_EVERY, MODULES, docstring_corpus, module_docstrings, random_windows, text_of, tokens_of,
 )
-from helpers.appA_language_model.decode_step import WEIGHT_FORMATS, decode_call, decoder_in_format
-from helpers.appA_language_model.exercises import check_cached_tokens, check_decode_prediction, check_ridge_batch
+from helpers.appA_language_model.decode_step import WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_split
+from helpers.appA_language_model.exercises import check_cached_tokens, check_ridge_batch, check_step_prediction
 from helpers.appA_language_model.generate import (
     generate_cached, generate_recomputing, generation_clock, generation_report, token_times_s,
 )
@@ -30,7 +30,7 @@ from helpers.appA_language_model.token_costs import (
     SERVED_MODELS, ServedModel, decode_cost, matrix_weights, prefill_cost,
 )
 from helpers.appA_language_model.training import (
-    Recipe, agreement, bits_per_byte, learning_rate_at, perplexity, recipe_key, train_decoder, trained_decoder,
+    Recipe, agreement, bits_per_byte, paired_loss_change, learning_rate_at, perplexity, recipe_key, train_decoder, trained_decoder,
     validation_loss, validation_windows,
 )
 
@@ -179,6 +179,13 @@ def test_token_costs_put_decode_left_of_any_ridge_and_prefill_right():
     assert decode_cost(config, position=0, batch=8).flops == 8 * decode.flops
 
 
+def test_decode_bytes_add_each_sequence_s_cache_to_the_weights():
+    llama3 = SERVED_MODELS[1]
+    assert llama3.decode_step_bytes(batch=1, context=0) == 16e9
+    assert llama3.decode_step_bytes(batch=4, context=1000) == 16e9 + 4 * 1000 * 128 * 1024
+    assert llama3.decode_tokens_per_s_bound(batch=1, context=0, bandwidth_tbps=3.2) == pytest.approx(200)
+
+
 def test_kv_arithmetic_matches_the_published_shapes():
     llama3 = next(m for m in SERVED_MODELS if m.name.startswith("Llama 3.1 8B"))
     assert llama3.kv_bytes_per_token() == 128 * 1024
@@ -210,6 +217,8 @@ def test_decoder_formats_store_fewer_bytes_and_keep_the_head_tied(tiny):
 def test_decode_call_runs_one_step_at_its_position(tiny):
     run = decode_call(tiny, batch=3, position=5)
     assert run().shape == (3, 1, 256)
+    split = matmul_split({"eager": run}, repeats=2)
+    assert list(split.columns) == ["matrix products (ms)", "everything else (ms)"] and (split.values > 0).all()
     with pytest.raises(ValueError, match="path"):
         decode_call(tiny, batch=1, position=5, path="jit")
 
@@ -228,12 +237,15 @@ def test_continuous_batching_takes_fewer_steps_than_static():
     assert continuous.steps == 11  # the second long request takes a freed slot at step 2
     assert continuous.total_ms == 11.0 and static.total_ms == 20.0
     assert continuous.tokens_per_s > static.tokens_per_s
+    assert static.first_token_ms == (1.0,) * 4 + (11.0,) * 4  # the second batch waits for the first to end
+    assert continuous.first_token_ms == (1.0,) * 4 + (2.0,) * 3 + (3.0,)
+    assert continuous.first_token_percentile_ms(100) == 3.0 and static.latency_percentile_ms(100) == 20.0
     assert len(request_lengths(50)) == 50 and min(request_lengths(50)) >= 8
 
 
 def test_exercise_checks_compare_with_the_computed_values(capsys):
-    assert check_decode_prediction("E1", 100.0, weight_bytes=10**8, read_gbps=10.0).passed
-    assert not check_decode_prediction("E1", 50.0, weight_bytes=10**8, read_gbps=10.0).passed
+    assert check_step_prediction("E1", 10.0, weight_bytes=10**8, read_gbps=10.0).passed
+    assert not check_step_prediction("E1", 100.0, weight_bytes=10**8, read_gbps=10.0).passed
     model = SERVED_MODELS[1]
     assert check_cached_tokens("E2", model.tokens_that_fit(80, bytes_per_value=1), model, gpu_gb=80,
                                bytes_per_value=1).passed
@@ -257,6 +269,10 @@ def test_plots_draw_and_refuse_empty_inputs():
 def test_agreement_is_one_with_itself_and_windows_repeat(corpus):
     model = decoder(TINY)
     assert agreement(model, model, corpus.validation, length=16, windows=4) == 1.0
+    assert paired_loss_change(model, model, corpus.validation, length=16, windows=4) == (0.0, 0.0, 0.0)
+    other = decoder(TINY, seed=1)
+    change, low, high = paired_loss_change(other, model, corpus.validation, length=16, windows=8)
+    assert low <= change <= high and low < high
     first = validation_windows(corpus.validation, length=16, windows=4)
     assert first.shape == (4, 17) and torch.equal(first, validation_windows(corpus.validation, length=16, windows=4))
     with pytest.raises(ValueError, match="too few"):

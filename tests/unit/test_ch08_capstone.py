@@ -401,6 +401,18 @@ def test_the_guide_files_the_appendix_as_its_own_group_with_its_letter():
     assert all(CATALOG[name].goal == "generation" for name in CATALOG if name.startswith("lm_"))
 
 
+def test_in_the_appendix_s_group_the_kv_cache_comes_before_every_decode_step_built_on_it():
+    gained = Ratio(1.5, 1.3, 1.8, 8)
+    names = ("lm_kv_cache", "lm_sdpa_attention", "lm_bf16_decode", "lm_compile_decode", "lm_int8_weight_only_decode",
+             "lm_int4_weight_only_decode", "lm_decode_batching")
+    entries = [timed_entry(9, name, gained, against="its baseline", verdict="holds") for name in names]
+    order = [CATALOG[name].words for name in names]
+    rows = list(guide_table(entries, HARDWARE)["technique"])
+    kv = rows.index(order[0])
+    assert all(rows.index(words) > kv for words in order[2:])  # every decode step is measured with the cache
+    assert rows.index(order[2]) < rows.index(order[3]) < rows.index(order[4])  # bf16, then compiled, then int8
+
+
 def test_the_guide_gives_a_reason_only_where_a_chapter_measured_one():
     folding = timed_entry(2, "conv_bn_folding", Ratio(0.9, 0.8, 0.95, 5), verdict="does not hold here")
     paid = timed_entry(3, "torch_compile", Ratio(2.0, 1.8, 2.2, 5), verdict="holds")
