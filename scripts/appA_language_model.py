@@ -185,8 +185,7 @@ roof_timings = measure_interleaved({**roof_operations(), BF16_PROBE: lambda: bf1
 roofs = roofs_from_seconds({name: timing.median_s for name, timing in roof_timings.items()})
 bf16_gflops = 2 * 1024**3 / roof_timings[BF16_PROBE].median_s / 1e9
 print(roofs.summary())
-print(f"bf16 matrix product: {bf16_gflops:.0f} GFLOP/s (ridge against the read roof: "
-      f"{bf16_gflops / roofs.read_gbps:.1f} FLOP/byte)")
+print(f"bf16 matrix product (1024 x 1024): {bf16_gflops:.0f} GFLOP/s")
 print(roofs.cache_note())
 
 # %% [markdown]
@@ -204,10 +203,10 @@ sweep_timings = measure_interleaved({width: decode_call(model, batch=1, position
                                      for width, model in sweep_models.items()}, rounds=3, min_run_time=0.6)
 sweep = pd.DataFrame({
     "weights (MB)": [4 * matrix_weights(m.config) / 1e6 for m in sweep_models.values()],
-    "ms per token": [sweep_timings[w].median_ms for w in SWEEP_WIDTHS],
+    "ms per token": [sweep_timings[w].round_median_ms for w in SWEEP_WIDTHS],
 }, index=pd.Index(SWEEP_WIDTHS, name="width"))
 sweep["GB/s of weights read"] = sweep["weights (MB)"] / sweep["ms per token"]
-sweep["share of the read roof"] = sweep["GB/s of weights read"] / roofs.read_gbps
+sweep["share of the read roof (MBU)"] = sweep["GB/s of weights read"] / roofs.read_gbps
 sweep.round(2)
 
 # %% tags=["nbval-ignore-output"]
@@ -240,8 +239,8 @@ with torch.inference_mode():
         "prefill": lambda: WIDE(prefill_prompt, KVCache(WIDE_CONFIG, 1)),
         "decode": decode_call(WIDE, batch=1, position=PROMPT),
     }, rounds=3, min_run_time=0.9)
-costs = {"prefill, 192 tokens": (prefill_cost(WIDE_CONFIG, prompt=PROMPT), phase_timings["prefill"].median_ms),
-         "decode step at position 192": (decode_cost(WIDE_CONFIG, position=PROMPT), phase_timings["decode"].median_ms)}
+costs = {"prefill, 192 tokens": (prefill_cost(WIDE_CONFIG, prompt=PROMPT), phase_timings["prefill"].round_median_ms),
+         "decode step at position 192": (decode_cost(WIDE_CONFIG, position=PROMPT), phase_timings["decode"].round_median_ms)}
 phase_table = pd.DataFrame({name: {"GFLOP": cost.flops / 1e9, "MB read (at least)": cost.bytes / 1e6,
                                    "FLOP per byte": cost.flop_per_byte, "ms": ms,
                                    "achieved GFLOP/s": cost.flops / ms / 1e6,
@@ -258,7 +257,8 @@ plot_roofline(roofs, {name: (float(row["FLOP per byte"]), float(row["achieved GF
 # %% [markdown]
 # The two phases sit on opposite sides of the ridge by their FLOPs per byte alone: prefill does
 # about a hundred FLOPs per weight byte, decode half of one. "Share of its roof" compares each with
-# the roof above its own intensity: the compute roof for prefill, the read bandwidth times its
+# the roof above its own intensity (serving engineers call these MFU and MBU, model FLOPs and
+# bandwidth utilisation): the compute roof for prefill, the read bandwidth times its
 # intensity for decode. Prefill's matrix products are large enough to keep the cores busy; decode's
 # one-row products reach a smaller share of the bandwidth (Exercise 1 asks why). The decode step's
 # time is this model's time per output token, and its inverse is tokens per second: everything that follows either reads fewer bytes per token or
@@ -318,7 +318,7 @@ kv_claim = make_claim(9, "kv_cache_2x", f"Generating {NEW_TOKENS} tokens after a
 claims.append(kv_claim)
 report_claim(kv_claim,
              holds="The recomputing curve above climbs with the position (its step is a forward pass over the whole "
-                   "prefix) while the cached one stays nearly flat; the ratio grows with the number of tokens.",
+                   "prefix) while the cached one stays nearly flat; the ratio would grow with the number of tokens.",
              does_not_hold="On this machine a forward pass over up to 128 positions costs little more than one "
                            "position (the model is tiny and each call is dominated by fixed overhead): the "
                            "quadratic term shows only for longer sequences or wider models.")
@@ -336,7 +336,8 @@ cache_here = KVCache(SMALL, batch=1)
 print(f"our decoder: {cache_here.nbytes / 2**20:.2f} MiB of fp32 cache for its {SMALL.context} positions "
       f"({cache_here.nbytes // SMALL.context:,} bytes per token)")
 GPU_GB = 80
-kv_table = pd.DataFrame([{"model": m.name, "query heads": m.query_heads, "KV heads": m.kv_heads,
+kv_table = pd.DataFrame([{"model": m.name, "parameters (B)": m.parameters_b, "layers": m.layers,
+                          "query heads": m.query_heads, "KV heads": m.kv_heads, "head dim": m.head_dim,
                           "KiB per token (bf16)": m.kv_bytes_per_token() / 1024,
                           "GB for one 4,096-token request": m.kv_bytes_per_token() * 4096 / 1e9,
                           f"tokens beside bf16 weights on {GPU_GB} GB": m.tokens_that_fit(GPU_GB)}
@@ -352,7 +353,8 @@ kv_table.round(1)
 # Quantizing the cache itself to 8 bits (an FP8 KV cache, as vLLM and TensorRT-LLM offer) halves its
 # bytes again; Exercise 2 uses it. And the table counts no waste: our `KVCache` sets aside the whole
 # context for every sequence, used or not, which is what vLLM's PagedAttention avoids by handing the
-# cache out in small blocks as a sequence grows.
+# cache out in small blocks as a sequence grows. Nor does it count what a server keeps back: vLLM uses
+# 90% of the GPU by default (`gpu_memory_utilization`), the rest for activations and its own buffers.
 
 # %% [markdown]
 # ## 5. Attention kernels: written by hand against SDPA
@@ -393,7 +395,7 @@ attention_timings = {n: measure_interleaved({name: lambda f=fn, x=attention_case
                                             rounds=8 if n == LENGTHS[-1] else 3,
                                             min_run_time=0.6 if n == LENGTHS[-1] else 0.2)
                      for n in LENGTHS}
-attention_ms = {name: [attention_timings[n][name].median_ms for n in LENGTHS] for name in IMPLEMENTATIONS}
+attention_ms = {name: [attention_timings[n][name].round_median_ms for n in LENGTHS] for name in IMPLEMENTATIONS}
 plot_attention(LENGTHS, attention_ms, allocated_mb, hardware=hw.cpu_label)
 
 # %% tags=["nbval-ignore-output"]
@@ -412,8 +414,8 @@ report_claim(sdpa_claim,
 
 # %% [markdown]
 # The hand-written version's peak grows with the square of the length (it holds more than one score
-# matrix at once), and a long-context model runs 128k positions; SDPA's grows linearly (its output and
-# per-thread buffers). This is why every serving engine uses a fused attention kernel, and why the
+# matrix at once), and a long-context model runs 128k positions; SDPA's grows linearly (it holds
+# nothing larger than its output). This is why every serving engine uses a fused attention kernel, and why the
 # ones that matter on GPUs (FlashAttention 2 and 3, FlashInfer, cuDNN's) are engineered around
 # memory traffic, not FLOPs.
 
@@ -428,8 +430,9 @@ report_claim(sdpa_claim,
 # ### 6.1 Quality first
 # The trained model in each weight format, on the same held-out text. Quality is measured on the model
 # we could train; speed (6.2) on the 768-wide model with random weights, where the bytes matter. The
-# quantization is the same code on both, with one difference to keep in mind: at 128 channels, int4's
-# groups of 128 weights are whole rows (one scale per row), while the wide model's rows hold six groups.
+# quantization is the same code on both, with one difference to keep in mind: int4 keeps one scale per
+# group of 128 weights, so the small model's 128-input layers get one group per row (its MLP's 512-input
+# rows, four), while the wide model's rows hold six groups and more.
 # The change is paired (both formats scored on the same 64 windows) with a 95% bootstrap interval.
 
 # %% tags=["nbval-ignore-output"]
@@ -440,7 +443,8 @@ quality = pd.DataFrame({"weights (KB)": [weight_bytes(m) / 1e3 for m in small_fo
                        index=pd.Index(WEIGHT_FORMATS, name="weights"))
 changes = {fmt: paired_loss_change(m, small, corpus.validation) for fmt, m in small_formats.items()}
 quality["change (bits per byte)"] = [change for change, _, _ in changes.values()]
-quality["95% interval"] = [f"{low:+.4f} to {high:+.4f}" for _, low, high in changes.values()]
+quality["95% interval"] = [f"{low:+.5f} to {high:+.5f}" for _, low, high in changes.values()]
+quality["interval excludes 0"] = [low > 0 or high < 0 for _, low, high in changes.values()]
 quality["perplexity per byte"] = 2 ** quality["held-out bits per byte"]
 quality["same next byte as fp32 (%)"] = [100 * agreement(m, small, corpus.validation) for m in small_formats.values()]
 quality.round(4)
@@ -478,14 +482,16 @@ operators_ran = {name: ", ".join(ops) for name, ops in matmul_operators(batch1_c
 where_time_goes = matmul_split({name: batch1_calls[name] for name in list(batch1_calls)[1:]})
 where_time_goes["operators"] = [operators_ran[name] for name in where_time_goes.index]
 del batch1_calls, wide_formats["fp32"], WIDE  # the compiled steps (the frozen one holds packed weights) and fp32
+torch._dynamo.reset()  # and the compiled graphs Dynamo keeps for them
 release_freed_memory()
 where_time_goes.round(2)
 
 # %% [markdown]
-# The profile splits each step's operator time (profiler overhead included, so compare rows, not
-# these with the timings above) between the matrix products and everything else: the LayerNorms,
-# GELU, attention and the cache writes, which no weight format changes. The more of a step lies
-# outside the matrix products, the less a smaller weight format can take off it.
+# The profile splits each step (profiler overhead included, so compare rows, not these with the
+# timings above) into the matrix products' own time and everything else: the LayerNorms, GELU,
+# attention and cache writes, Inductor's generated kernels, and the Python work of each path (eager
+# dispatch, torchao's tensor subclasses, the compiled graph's guards). Only the first column is what a
+# weight format shrinks by reading fewer bytes; the second depends on the path the format runs on.
 
 # %% tags=["nbval-ignore-output"]
 decode_claims = {
@@ -517,28 +523,37 @@ display(report_claim(decode_claims["compile"],
                      does_not_hold="At batch 1 the step is the weights' bytes; compile removes dispatch overhead, "
                                    "which is a small share here. Where it pays for generation is a small model or a "
                                    "GPU, where launch overhead dominates (section 8: CUDA graphs)."))
-int8_matmul_share = (where_time_goes.loc["int8 weight-only compiled", "matrix products (ms)"]
-                     / where_time_goes.loc["bf16 compiled, frozen", "matrix products (ms)"])
-int8_short = (f"Its matrix products took {int8_matmul_share:.0%} of bf16's time in the profile split, so the kernel "
-              "did turn fewer bytes into less time; the rest of the step, which int8 does not touch, held the whole "
-              "step's gain below the threshold." if int8_matmul_share < 0.8 else
-              f"Its matrix products took {int8_matmul_share:.0%} of bf16's time in the profile split: on this CPU the "
-              "int8 kernel does not turn half the bytes into much less time at these shapes (chapter 6's 1024-wide "
-              "stack at batch 1 is the closer analogue).")
+
+
+def against_bf16_split(variant: str) -> str:
+    """A variant's profile split read against bf16 compiled with freezing: its matrix products, then the rest."""
+    mine, bf16 = where_time_goes.loc[variant], where_time_goes.loc["bf16 compiled, frozen"]
+    share = mine["matrix products (ms)"] / bf16["matrix products (ms)"]
+    rest = (f"everything else took {mine['everything else (ms)']:.2f} ms against bf16's "
+            f"{bf16['everything else (ms)']:.2f} ms")
+    if share >= 0.8:
+        return (f"Its matrix products took {share:.0%} of bf16's time in the profile split: on this CPU its kernel "
+                f"does not turn fewer bytes into much less time at these shapes; {rest}.")
+    return (f"Its matrix products took {share:.0%} of bf16's time in the profile split, so its kernel did turn fewer "
+            f"bytes into less time, but {rest}: the path the format runs on gave back part of the gain.")
+
+
 display(report_claim(decode_claims["int8"],
                      holds="Half of bf16's bytes per weight, read directly by aten::_weight_int8pack_mm (chapter 6).",
-                     does_not_hold=f"The int8 kernel ran (the operators column above). {int8_short}"))
+                     does_not_hold="The int8 kernel ran (the operators column above). "
+                                   + against_bf16_split("int8 weight-only compiled")))
 report_claim(decode_claims["int4"],
              holds="A quarter of bf16's bytes per weight, read by the packed int4 kernel: batch 1 is the case "
                    "weight-only quantization is made for, and it pays even against bf16 at its best.",
              does_not_hold="int4 reads a quarter of bf16's bytes, but against bf16 compiled with freezing the gain "
-                           "falls short of 1.5x here: the profile split above shows how much of each step lies "
-                           "outside the matrix products, which no weight format shortens.")
+                           "falls short of 1.5x here. " + against_bf16_split("int4 weight-only eager"))
 # %% [markdown]
 # Read the verdicts above as chapter 6's rule, applied to generation: weight-only quantization is a
-# decode-at-small-batch technique, and what it buys depends on the kernel a format gets on your
+# decode-at-small-batch technique (bf16 is not only that: on a CPU with native bf16 its matrix products
+# also run faster than fp32's, section 3.1, so it keeps paying when the step is compute-bound), and what it buys depends on the kernel a format gets on your
 # hardware (int8 and int4 ran different ones here) and on how much of the step is matrix products.
-# Section 7 measures int4 again at batch 64, where each weight serves many rows. Quality is the other
+# Section 7 measures int4 again at batch 64, where each weight serves many rows (int8 weight-only at a
+# large batch is chapter 6's claim `weight_only_int8_batch128_slower`, on its Linear stack). Quality is the other
 # half: read 6.1 before you ship a format.
 
 # %% [markdown]
@@ -556,7 +571,7 @@ batch_calls = {b: decode_call(wide_formats["bf16"], batch=b, position=POSITION) 
 batch_calls[INT4_AT_64] = decode_call(wide_formats["int4 weight-only"], batch=BATCHES[-1], position=POSITION)
 batch_timings = measure_interleaved(batch_calls, rounds=8, min_run_time=1.0)
 del batch_calls
-step_ms = {b: batch_timings[b].median_ms for b in BATCHES}
+step_ms = {b: batch_timings[b].round_median_ms for b in BATCHES}
 batching_table = pd.DataFrame({"ms per step (each request's time per token)": step_ms,
                                "tokens/s, all requests": {b: 1e3 * b / ms for b, ms in step_ms.items()}})
 batching_table.index.name = "batch"
@@ -595,21 +610,29 @@ report_claim(int4_at_64_claim,
 # every step. At the short contexts measured here the cache is a rounding error, but at the contexts
 # served models run, it is most of the bytes. The memory's bound on decode for Llama 3.1 8B in bf16 on
 # one H100 SXM (3.35 TB/s), from the shapes alone (the cache's share of each step's bytes, and the tokens
-# per second the bandwidth allows):
+# per second the bandwidth allows; empty where the weights and the caches do not fit in its 80 GB):
 
 # %% tags=["nbval-ignore-output"]
 llama3 = SERVED_MODELS[1]
-served = pd.DataFrame([{"batch": batch, "context": context,
-                        "cache share of bytes": 1 - llama3.decode_step_bytes(batch=batch, context=0)
-                        / llama3.decode_step_bytes(batch=batch, context=context),
-                        "tokens/s bound": llama3.decode_tokens_per_s_bound(batch=batch, context=context,
-                                                                           bandwidth_tbps=H100_SXM_TBPS)}
-                       for batch in (1, 8, 32) for context in (1024, 8192, 32768)])
+H100_GB = 80
+
+
+def served_row(batch: int, context: int) -> dict:
+    """Cache share and the bandwidth's bound on tokens/s; no bound where weights and caches exceed the GPU."""
+    fits = llama3.decode_step_bytes(batch=batch, context=context) <= H100_GB * 1e9
+    return {"batch": batch, "context": context,
+            "cache share of bytes": 1 - llama3.decode_step_bytes(batch=batch, context=0)
+            / llama3.decode_step_bytes(batch=batch, context=context),
+            "tokens/s bound": llama3.decode_tokens_per_s_bound(batch=batch, context=context,
+                                                               bandwidth_tbps=H100_SXM_TBPS) if fits else None}
+
+
+served = pd.DataFrame([served_row(batch, context) for batch in (1, 8, 32) for context in (1024, 8192, 32768)])
 served.pivot(index="batch", columns="context").round(2)
 
 # %% [markdown]
 # Past a few sequences at long context, batching stops sharing most of the bytes, so tokens per second
-# stop growing with the batch, and attention's part of the step stays memory-bound at any batch (about
+# grow far more slowly than the batch, and attention's part of the step stays memory-bound at any batch (about
 # one FLOP per cached byte in bf16, times the number of query heads that share a KV head). This is why
 # GQA, an FP8 cache and decode kernels that split the cache across many cores (FlashDecoding, split-KV)
 # pay in time, not only in capacity.
@@ -642,7 +665,8 @@ print("decode steps, static:", static_batches(lengths, 16, {1: 1.0, 64: 1.0}).st
 # whole batch to end before their first token (the first-token columns). The gain depends on how much
 # the lengths vary; the schedule is simulated, on measured step times, not measured end to end.
 #
-# What a production server adds on top, each for a cost this appendix measured: **chunked prefill**
+# What a production server adds on top (described here, not measured), each aimed at a cost measured
+# above: **chunked prefill**
 # splits a long prompt into pieces that share steps with other requests' decodes, so one long prompt
 # does not stall everyone's next token (TTFT against TPOT, traded explicitly); **prefix caching** keeps
 # the cache of a shared prompt (a system prompt) and skips its prefill; **speculative decoding** lets a
@@ -751,8 +775,8 @@ pd.DataFrame([{"claim": c.name, "ratio": str(c.ratio), "verdict": c.verdict}
 # medians of the same rounds:
 
 # %% tags=["nbval-ignore-output"]
-fp32_ms = batch1["fp32 eager"].median_ms
-print("; ".join(f"{name}: {fp32_ms / batch1[name].median_ms:.2f}x" for name in list(batch1)[1:]),
+fp32_ms = batch1["fp32 eager"].round_median_ms
+print("; ".join(f"{name}: {fp32_ms / batch1[name].round_median_ms:.2f}x" for name in list(batch1)[1:]),
       "(each against fp32 eager, same rounds)")
 
 # %% [markdown]
@@ -775,15 +799,14 @@ print("; ".join(f"{name}: {fp32_ms / batch1[name].median_ms:.2f}x" for name in l
 
 # %%
 predicted_step_ms = ...  # your prediction, in ms
-check_step_prediction("Exercise 1", predicted_step_ms, weight_bytes=2 * matrix_weights(WIDE_CONFIG),
-                      read_gbps=roofs.read_gbps)
+check_step_prediction("Exercise 1", predicted_step_ms, config=WIDE_CONFIG, roofs=roofs)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution", "nbval-ignore-output"]
 # Solution
 bf16_weight_bytes = 2 * matrix_weights(WIDE_CONFIG)
 streaming_ms = bf16_weight_bytes / (roofs.read_gbps * 1e9) * 1e3
-check_step_prediction("Exercise 1", streaming_ms, weight_bytes=bf16_weight_bytes, read_gbps=roofs.read_gbps)
-measured_bf16_ms = batch1["bf16 eager"].median_ms
+check_step_prediction("Exercise 1", streaming_ms, config=WIDE_CONFIG, roofs=roofs)
+measured_bf16_ms = batch1["bf16 eager"].round_median_ms
 print(f"streaming the weights alone: {streaming_ms:.2f} ms; measured bf16 step: {measured_bf16_ms:.2f} ms "
       f"({streaming_ms / measured_bf16_ms:.0%} of it). The rest: the LayerNorms, GELU, attention and cache writes as "
       "separate small operations (the profile split in 6.2), one-row products that stream memory less well than "
@@ -791,7 +814,8 @@ print(f"streaming the weights alone: {streaming_ms:.2f} ms; measured bf16 step: 
 
 # %% [markdown]
 # ### Exercise 2: how many tokens fit?
-# Qwen2.5 7B (third row of the table in 4.3) is served in bf16 on a 24 GB card (24 × 10⁹ bytes), its cache
+# Qwen2.5 7B (third row of the table in 4.3: its parameters, layers, KV heads and head dim) is served in
+# bf16 on a 24 GB card (24 × 10⁹ bytes), its cache
 # stored in FP8 (one byte per value). How many cached tokens, all requests together, fit beside the
 # weights? Ignore activations and the framework's own memory.
 
@@ -812,18 +836,18 @@ print(f"{free_bytes / 1e9:.1f} GB free / {per_token / 1024:.0f} KiB per token = 
 # %% [markdown]
 # ### Exercise 3: the batch at the ridge
 # A decode step at batch $B$ does about $2B$ FLOPs per weight and reads each weight once. At what batch
-# does a bf16 decode step's FLOPs per byte reach the ridge of bf16's own compute roof against the read
-# roof (both printed in section 3.1)? Predict it, then compare with the step times of 7.1.
+# does a bf16 decode step's FLOPs per byte reach the ridge of bf16's own compute roof (`bf16_gflops`)
+# against the read roof (`roofs.read_gbps`), both measured in section 3.1? Predict it, then compare with the step times of 7.1.
 
 # %%
 ridge_batch = ...  # your batch size (a real number is fine)
-check_ridge_batch("Exercise 3", ridge_batch, ridge_flop_per_byte=bf16_gflops / roofs.read_gbps, bytes_per_weight=2)
+check_ridge_batch("Exercise 3", ridge_batch, compute_gflops=bf16_gflops, roofs=roofs, bytes_per_weight=2)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution", "nbval-ignore-output"]
 # Solution
 bf16_ridge = bf16_gflops / roofs.read_gbps
 batch_at_ridge = bf16_ridge * 2 / 2  # FLOP per byte = 2B FLOPs / 2 bytes per weight
-check_ridge_batch("Exercise 3", batch_at_ridge, ridge_flop_per_byte=bf16_ridge, bytes_per_weight=2)
+check_ridge_batch("Exercise 3", batch_at_ridge, compute_gflops=bf16_gflops, roofs=roofs, bytes_per_weight=2)
 overhead_ms = step_ms[1] - 2 * matrix_weights(WIDE_CONFIG) / (roofs.read_gbps * 1e6)
 model_ms = {b: overhead_ms + max(2 * matrix_weights(WIDE_CONFIG) / (roofs.read_gbps * 1e6),
                                  2 * b * matrix_weights(WIDE_CONFIG) / (bf16_gflops * 1e6)) for b in BATCHES}
@@ -893,8 +917,8 @@ ledger_table(entries).round(3)
 #    the prefix. Its memory (layers × KV heads × head dim × 2 × bytes, per token) then decides how many
 #    requests fit; GQA and an 8-bit cache shrink it; fused attention (SDPA) keeps the score matrix out
 #    of memory.
-# 3. Weight-only formats and bf16 are decode-at-small-batch techniques: they pay where bytes rule and
-#    a kernel turns fewer bytes into less time, and fade as batching moves the step toward the compute
-#    roof. Batching buys tokens per second with each request's latency until each sequence's own cache
+# 3. Weight-only formats are decode-at-small-batch techniques: they pay where bytes rule and a
+#    kernel turns fewer bytes into less time, and fade as batching moves the step toward the compute
+#    roof (bf16, with native instructions, also computes faster and keeps paying there). Batching buys tokens per second with each request's latency until each sequence's own cache
 #    dominates the bytes; continuous batching keeps the slots full. Check quality (held-out loss, with
 #    its interval) beside every speed-up.

@@ -10,16 +10,13 @@ it shares its weights with the embedding table, whose lookup needs them unquanti
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.profiler import profile
+from torch.profiler import profile, record_function
 
 from helpers.core.validate import require_choice, require_int
 from helpers.ch03_hardware.compile_timing import INTERNAL_COMPILE_WARNINGS
@@ -85,16 +82,20 @@ def decode_call(model: Decoder, *, batch: int, position: int, path: str = "eager
 
 
 def matmul_split(calls: Mapping[str, Callable[[], object]], *, repeats: int = 20) -> pd.DataFrame:
-    """Self CPU time per call (ms) in matrix-multiply operators and in everything else, one profile of `repeats`
-    calls per variant: where each step's time goes (profiler overhead included: compare rows, not latencies)."""
+    """Where each step's time goes, per call (ms), from one profile of `repeats` calls per variant: the whole call
+    (a record_function region around it), the self time of its matrix-multiply operators, and everything else
+    (other operators, Inductor's generated kernels, Python and tensor-subclass dispatch, guards). Profiler
+    overhead is included: compare rows, not these with timed latencies."""
     rows = {}
     for name, call in calls.items():
         call()
         with quiet_profiler_logs(), profile() as prof:
             for _ in range(repeats):
-                call()
-        events = [e for e in prof.events() if "CompiledFxGraph" not in e.name and "Torch-Compiled" not in e.name]
-        matmul = sum(e.self_cpu_time_total for e in events if MATMUL_OPERATOR.search(e.name)) / 1e3 / repeats
-        total = sum(e.self_cpu_time_total for e in events) / 1e3 / repeats
-        rows[name] = {"matrix products (ms)": matmul, "everything else (ms)": total - matmul}
+                with record_function("decode step"):
+                    call()
+        events = prof.events()
+        whole = sum(e.cpu_time_total for e in events if e.name == "decode step") / 1e3 / repeats
+        matmul = sum(e.self_cpu_time_total for e in events if MATMUL_OPERATOR.search(e.name)
+                     and "CompiledFxGraph" not in e.name) / 1e3 / repeats
+        rows[name] = {"whole step (ms)": whole, "matrix products (ms)": matmul, "everything else (ms)": whole - matmul}
     return pd.DataFrame(rows).T

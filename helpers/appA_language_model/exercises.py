@@ -3,14 +3,16 @@ ridge. Each compares with the value computed from this run's own measurements.""
 
 from __future__ import annotations
 
+from helpers.core.roofs import Roofs
 from helpers.core.validate import require_number
 from helpers.support.checks import Verdict, check_number
-from helpers.appA_language_model.token_costs import ServedModel
+from helpers.appA_language_model.model import DecoderConfig
+from helpers.appA_language_model.token_costs import ServedModel, matrix_weights
 
 
-def check_step_prediction(exercise: str, answer: object, *, weight_bytes: int, read_gbps: float) -> Verdict:
-    """The milliseconds a decode step takes when it only streams weight_bytes at the read roof."""
-    expected = weight_bytes / (require_number("read_gbps", read_gbps, strictly_positive=True) * 1e9) * 1e3
+def check_step_prediction(exercise: str, answer: object, *, config: DecoderConfig, roofs: Roofs) -> Verdict:
+    """The milliseconds a bf16 decode step of this decoder takes when it only streams its weights at the read roof."""
+    expected = 2 * matrix_weights(config) / (roofs.read_gbps * 1e9) * 1e3
     return check_number(exercise, answer, expected, hint="what does one decode step read, and how fast can this "
                         "machine read? Mind the units: GB/s is 1e9 bytes per second, and the answer is in ms.")
 
@@ -23,10 +25,11 @@ def check_cached_tokens(exercise: str, answer: object, model: ServedModel, *, gp
                         "token costs layers x KV heads x head dim x 2 (keys and values) x bytes per value.")
 
 
-def check_ridge_batch(exercise: str, answer: object, *, ridge_flop_per_byte: float,
+def check_ridge_batch(exercise: str, answer: object, *, compute_gflops: float, roofs: Roofs,
                       bytes_per_weight: float) -> Verdict:
-    """The batch at which a decode step's FLOPs per weight byte (2 x batch / bytes per weight) reach the ridge."""
-    ridge = require_number("ridge_flop_per_byte", ridge_flop_per_byte, strictly_positive=True)
+    """The batch at which a decode step's FLOPs per weight byte (2 x batch / bytes per weight) reach the ridge of
+    this compute roof against the read roof."""
+    ridge = require_number("compute_gflops", compute_gflops, strictly_positive=True) / roofs.read_gbps
     expected = ridge * require_number("bytes_per_weight", bytes_per_weight, strictly_positive=True) / 2
     return check_number(exercise, answer, expected, rtol=0.05, hint="each weight byte read serves 2 FLOPs (a "
                         "multiply and an add) per sequence in the batch, divided by the bytes each weight takes.")

@@ -9,6 +9,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from helpers.core.roofs import Roofs
+
 from helpers.appA_language_model.attention import (
     attention_by_hand, attention_fused, attention_inputs, operators_and_peak, score_matrix_bytes,
 )
@@ -218,7 +220,9 @@ def test_decode_call_runs_one_step_at_its_position(tiny):
     run = decode_call(tiny, batch=3, position=5)
     assert run().shape == (3, 1, 256)
     split = matmul_split({"eager": run}, repeats=2)
-    assert list(split.columns) == ["matrix products (ms)", "everything else (ms)"] and (split.values > 0).all()
+    assert list(split.columns) == ["whole step (ms)", "matrix products (ms)", "everything else (ms)"]
+    assert (split.values > 0).all()
+    assert split["whole step (ms)"].iloc[0] == pytest.approx(split.iloc[0, 1:].sum())
     with pytest.raises(ValueError, match="path"):
         decode_call(tiny, batch=1, position=5, path="jit")
 
@@ -244,13 +248,16 @@ def test_continuous_batching_takes_fewer_steps_than_static():
 
 
 def test_exercise_checks_compare_with_the_computed_values(capsys):
-    assert check_step_prediction("E1", 10.0, weight_bytes=10**8, read_gbps=10.0).passed
-    assert not check_step_prediction("E1", 100.0, weight_bytes=10**8, read_gbps=10.0).passed
+    roofs = Roofs(gflops=100.0, read_gbps=10.0, in_place_gbps=10.0, new_output_gbps=10.0, footprint_bytes=1)
+    config = DecoderConfig(width=64, layers=1, heads=1)
+    expected_ms = 2 * matrix_weights(config) / 1e10 * 1e3
+    assert check_step_prediction("E1", expected_ms, config=config, roofs=roofs).passed
+    assert not check_step_prediction("E1", 2 * expected_ms, config=config, roofs=roofs).passed
     model = SERVED_MODELS[1]
     assert check_cached_tokens("E2", model.tokens_that_fit(80, bytes_per_value=1), model, gpu_gb=80,
                                bytes_per_value=1).passed
-    assert check_ridge_batch("E3", 10.0, ridge_flop_per_byte=5.0, bytes_per_weight=4).passed
-    assert not check_ridge_batch("E3", ..., ridge_flop_per_byte=5.0, bytes_per_weight=4).passed
+    assert check_ridge_batch("E3", 10.0, compute_gflops=50.0, roofs=roofs, bytes_per_weight=4).passed
+    assert not check_ridge_batch("E3", ..., compute_gflops=50.0, roofs=roofs, bytes_per_weight=4).passed
     assert "not answered" in capsys.readouterr().out
 
 
