@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.appA_language_model.decode_step import (  # first: it quietens torchao's import
-    WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_split,
+    WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_ms_profiled,
 )
 from helpers.core.claims import make_claim, paired_ratio, report_claim, timing_ratio
 from helpers.core.hardware import last_level_cache_bytes
@@ -224,7 +224,8 @@ plot_decode_against_bytes(list(sweep["weights (MB)"]), list(sweep["ms per token"
 # %% [markdown]
 # ### 3.3 Prefill and decode as points on the roofline
 # The 768-wide model (28 M parameters), a 192-token prompt in one prefill pass against one decode step after it. FLOPs and
-# bytes are counted from the shapes (`token_costs`); bytes are the weights read once, a lower bound.
+# bytes are counted from the shapes (`token_costs`); bytes are the weights read once (a lower bound),
+# plus, for decode, the cache it reads.
 
 # %% tags=["nbval-ignore-output"]
 WIDE_WIDTH = 768  # 114 MB of fp32 weights: far more than the caches hold, and room in memory for its copies
@@ -266,6 +267,9 @@ plot_roofline(roofs, {name: (float(row["FLOP per byte"]), float(row["achieved GF
 
 # %% [markdown]
 # ### 3.4 The clock a user sees: TTFT and TPOT
+# (Tokens here are bytes. A BPE tokenizer's token is about four bytes of English text, and its vocabulary
+# of 128k to 152k entries makes the head and its logits a large share of a small model's decode step,
+# which this model's 256-entry head hides.)
 # On the trained model, generating 96 tokens after a 64-byte prompt, with the cache:
 
 # %% tags=["nbval-ignore-output"]
@@ -353,8 +357,10 @@ kv_table.round(1)
 # Quantizing the cache itself to 8 bits (an FP8 KV cache, as vLLM and TensorRT-LLM offer) halves its
 # bytes again; Exercise 2 uses it. And the table counts no waste: our `KVCache` sets aside the whole
 # context for every sequence, used or not, which is what vLLM's PagedAttention avoids by handing the
-# cache out in small blocks as a sequence grows. Nor does it count what a server keeps back: vLLM uses
-# 90% of the GPU by default (`gpu_memory_utilization`), the rest for activations and its own buffers.
+# cache out in small blocks as a sequence grows. Nor does it count what a server keeps back: vLLM fits
+# everything it holds (weights, activations, the cache) into 90% of the GPU by default
+# (`gpu_memory_utilization`), leaving the rest to the CUDA context and other processes; and an
+# "80 GB" H100 holds 80 GiB, a little more than the 80 × 10⁹ bytes used here.
 
 # %% [markdown]
 # ## 5. Attention kernels: written by hand against SDPA
@@ -430,8 +436,8 @@ report_claim(sdpa_claim,
 # ### 6.1 Quality first
 # The trained model in each weight format, on the same held-out text. Quality is measured on the model
 # we could train; speed (6.2) on the 768-wide model with random weights, where the bytes matter. The
-# quantization is the same code on both, with one difference to keep in mind: int4 keeps one scale per
-# group of 128 weights, so the small model's 128-input layers get one group per row (its MLP's 512-input
+# quantization is the same code on both, with one difference to keep in mind: int4 keeps a scale and a
+# zero point per group of 128 weights, so the small model's 128-input layers get one group per row (its MLP's 512-input
 # rows, four), while the wide model's rows hold six groups and more.
 # The change is paired (both formats scored on the same 64 windows) with a 95% bootstrap interval.
 
@@ -463,35 +469,48 @@ quality.round(4)
 # The compiled variants compile once each here (about ten seconds apiece). Each quantized format is set
 # against bf16 on its fast path (compiled with freezing), so that compile's own gain, measured apart,
 # is not folded into a quantization's headline; int4's fast path on a CPU is eager (chapter 6: its
-# packed kernel is called directly), so it is compared across paths, each at its best.
+# packed kernel is called directly), so it is compared across paths, each at its best. The table's
+# speed-up column is against bf16 compiled with freezing, the baseline of the claims below. Each
+# quantized copy is made just before its own compile, so that fewer copies share memory with a compile.
 
 # %% tags=["nbval-ignore-output"]
-wide_formats = {fmt: decoder_in_format(WIDE, fmt) for fmt in WEIGHT_FORMATS}  # fp32: WIDE itself
+wide_formats = {"fp32": WIDE, "bf16": decoder_in_format(WIDE, "bf16")}
 batch1_calls = {"fp32 eager": decode_call(wide_formats["fp32"], batch=1, position=POSITION),
                 "bf16 eager": decode_call(wide_formats["bf16"], batch=1, position=POSITION),
                 "bf16 compiled, frozen": decode_call(wide_formats["bf16"], batch=1, position=POSITION,
-                                                     path="compiled, frozen"),
-                "int8 weight-only compiled": decode_call(wide_formats["int8 weight-only"], batch=1, position=POSITION,
-                                                         path="compiled"),
-                "int4 weight-only eager": decode_call(wide_formats["int4 weight-only"], batch=1, position=POSITION)}
+                                                     path="compiled, frozen")}
+for fmt, path in (("int8 weight-only", "compiled"), ("int4 weight-only", "eager")):
+    wide_formats[fmt] = decoder_in_format(WIDE, fmt)
+    batch1_calls[f"{fmt} {path}"] = decode_call(wide_formats[fmt], batch=1, position=POSITION, path=path)
 batch1 = measure_interleaved(batch1_calls, rounds=8, min_run_time=1.2)
-timing_table(batch1, baseline="bf16 eager")
+timing_table(batch1, baseline="bf16 compiled, frozen")
 
 # %% tags=["nbval-ignore-output"]
 operators_ran = {name: ", ".join(ops) for name, ops in matmul_operators(batch1_calls).items()}
-where_time_goes = matmul_split({name: batch1_calls[name] for name in list(batch1_calls)[1:]})
-where_time_goes["operators"] = [operators_ran[name] for name in where_time_goes.index]
+variants = list(batch1_calls)[1:]
+where_time_goes = pd.DataFrame({"timed step (ms)": [batch1[name].round_median_ms for name in variants]},
+                               index=variants)
+where_time_goes["matrix products, profiled (ms)"] = matmul_ms_profiled({name: batch1_calls[name] for name in variants})
+where_time_goes["rest of the step (ms)"] = (where_time_goes["timed step (ms)"]
+                                            - where_time_goes["matrix products, profiled (ms)"])
+product_mb = {name: weight_bytes(wide_formats[name.split(" eager")[0].split(" compiled")[0]].blocks) / 1e6
+              for name in variants}
+where_time_goes["products' weights (MB)"] = pd.Series(product_mb)
+PACE = "products' GB/s"
+where_time_goes[PACE] = where_time_goes["products' weights (MB)"] / where_time_goes["matrix products, profiled (ms)"]
+where_time_goes["operators"] = [operators_ran[name] for name in variants]
 del batch1_calls, wide_formats["fp32"], WIDE  # the compiled steps (the frozen one holds packed weights) and fp32
 torch._dynamo.reset()  # and the compiled graphs Dynamo keeps for them
 release_freed_memory()
 where_time_goes.round(2)
 
 # %% [markdown]
-# The profile splits each step (profiler overhead included, so compare rows, not these with the
-# timings above) into the matrix products' own time and everything else: the LayerNorms, GELU,
-# attention and cache writes, Inductor's generated kernels, and the Python work of each path (eager
-# dispatch, torchao's tensor subclasses, the compiled graph's guards). Only the first column is what a
-# weight format shrinks by reading fewer bytes; the second depends on the path the format runs on.
+# The table splits each timed step into its matrix products (their own time, from one profile of 20
+# steps: a few long kernels, which the profiler's overhead barely inflates) and the rest of the step,
+# the timed step minus the products: the LayerNorms, GELU, attention and cache writes, Inductor's
+# generated kernels, and the Python work of each path (eager dispatch, torchao's tensor subclasses,
+# the compiled graph's guards). The products' GB/s is the rate at which each kernel streamed its
+# format's weights: a smaller format pays only if its kernel keeps up the pace.
 
 # %% tags=["nbval-ignore-output"]
 decode_claims = {
@@ -526,16 +545,16 @@ display(report_claim(decode_claims["compile"],
 
 
 def against_bf16_split(variant: str) -> str:
-    """A variant's profile split read against bf16 compiled with freezing: its matrix products, then the rest."""
+    """A variant's split (one profile of 20 steps) read against bf16 compiled with freezing: kernel pace, then rest."""
     mine, bf16 = where_time_goes.loc[variant], where_time_goes.loc["bf16 compiled, frozen"]
-    share = mine["matrix products (ms)"] / bf16["matrix products (ms)"]
-    rest = (f"everything else took {mine['everything else (ms)']:.2f} ms against bf16's "
-            f"{bf16['everything else (ms)']:.2f} ms")
-    if share >= 0.8:
-        return (f"Its matrix products took {share:.0%} of bf16's time in the profile split: on this CPU its kernel "
-                f"does not turn fewer bytes into much less time at these shapes; {rest}.")
-    return (f"Its matrix products took {share:.0%} of bf16's time in the profile split, so its kernel did turn fewer "
-            f"bytes into less time, but {rest}: the path the format runs on gave back part of the gain.")
+    pace = (f"its matrix products streamed {mine[PACE]:.0f} GB/s of its weights against bf16's "
+            f"{bf16[PACE]:.0f} GB/s")
+    rest = (f"the rest of its step took {mine['rest of the step (ms)']:.2f} ms against bf16's "
+            f"{bf16['rest of the step (ms)']:.2f} ms")
+    if mine[PACE] < 0.8 * bf16[PACE]:
+        return (f"In the split above, {pace}: fewer bytes, read more slowly, so this CPU's kernel for the format is "
+                f"where the gain went ({rest}).")
+    return f"In the split above, {pace}, keeping up its pace; {rest}: the path the format runs on gave back the gain."
 
 
 display(report_claim(decode_claims["int8"],
@@ -559,8 +578,9 @@ report_claim(decode_claims["int4"],
 # %% [markdown]
 # ## 7. Batching requests
 # ### 7.1 Throughput against each request's latency
-# At batch $B$ a decode step reads the weights once for $B$ sequences (and each sequence's own cache,
-# which is small here: 64 positions). While it stays memory-bound its time grows slowly with $B$, so
+# At batch $B$ a decode step reads the weights once for $B$ sequences, and each sequence's own cache
+# (64 positions here, yet in a model this small, with no GQA, the caches of 64 sequences are nearly as
+# large as the weights: the table's last column). While it stays memory-bound its time grows slowly with $B$, so
 # tokens per second grow nearly $B$-fold, but every request waits a whole step per token. bf16, eager, the 768-wide model; and int4 weight-only at the largest batch, in the
 # same rounds, to see where weight-only stops paying:
 
@@ -573,9 +593,12 @@ batch_timings = measure_interleaved(batch_calls, rounds=8, min_run_time=1.0)
 del batch_calls
 step_ms = {b: batch_timings[b].round_median_ms for b in BATCHES}
 batching_table = pd.DataFrame({"ms per step (each request's time per token)": step_ms,
-                               "tokens/s, all requests": {b: 1e3 * b / ms for b, ms in step_ms.items()}})
+                               "tokens/s, all requests": {b: 1e3 * b / ms for b, ms in step_ms.items()},
+                               "cache share of bytes": {b: 1 - 2 * matrix_weights(WIDE_CONFIG) / decode_cost(
+                                                            WIDE_CONFIG, position=POSITION, batch=b, bytes_per_weight=2,
+                                                            bytes_per_cached=2).bytes for b in BATCHES}})
 batching_table.index.name = "batch"
-display(batching_table.round(1))
+display(batching_table.round(2))
 plot_batching(BATCHES, list(step_ms.values()), hardware=hw.cpu_label)
 
 # %% tags=["nbval-ignore-output"]
@@ -607,8 +630,8 @@ report_claim(int4_at_64_claim,
 # %% [markdown]
 # ### 7.2 When each sequence's cache outweighs the weights
 # The weights are shared by the batch; the cache is not: every sequence reads its own keys and values at
-# every step. At the short contexts measured here the cache is a rounding error, but at the contexts
-# served models run, it is most of the bytes. The memory's bound on decode for Llama 3.1 8B in bf16 on
+# every step. In 7.1 that already showed at a short context, because the model is small and has no GQA;
+# for the models people serve, at the contexts they run, the cache is most of the bytes. The memory's bound on decode for Llama 3.1 8B in bf16 on
 # one H100 SXM (3.35 TB/s), from the shapes alone (the cache's share of each step's bytes, and the tokens
 # per second the bandwidth allows; empty where the weights and the caches do not fit in its 80 GB):
 
@@ -628,7 +651,8 @@ def served_row(batch: int, context: int) -> dict:
 
 
 served = pd.DataFrame([served_row(batch, context) for batch in (1, 8, 32) for context in (1024, 8192, 32768)])
-served.pivot(index="batch", columns="context").round(2)
+served_table = served.pivot(index="batch", columns="context").round(2)
+served_table.astype(object).where(served_table.notna(), "does not fit")
 
 # %% [markdown]
 # Past a few sequences at long context, batching stops sharing most of the bytes, so tokens per second
@@ -896,8 +920,8 @@ entries = [
                claim=decode_claims["int4"], compared_with="bf16 compiled with freezing",
                extras={"trained_128_wide_bits_per_byte_change": str(changes["int4 weight-only"]),
                        "against_bf16_eager": str(timing_ratio(batch1["bf16 eager"], batch1["int4 weight-only eager"])),
-                       "at_batch_64": f"{int4_at_64_claim.ratio} ({int4_at_64_claim.verdict})"}),
-    make_entry(9, "lm_decode_batching", metric=f"decode tokens per second, {WIDE_WIDTH}-wide decoder, bf16", unit="tokens/s",
+                       "at_batch_64_against_bf16_eager": f"{int4_at_64_claim.ratio} ({int4_at_64_claim.verdict})"}),
+    make_entry(9, "lm_decode_batching", metric=f"decode tokens per second, {WIDE_WIDTH}-wide decoder, bf16 eager", unit="tokens/s",
                baseline=1e3 / batch_timings[1].round_median_ms, optimized=16e3 / batch_timings[16].round_median_ms,
                higher_is_better=True, hardware=cpu, claim=batching_claim,
                compared_with="one sequence per step, same rounds",

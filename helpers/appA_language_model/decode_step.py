@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 import torch
 from torch import nn
-from torch.profiler import profile, record_function
+from torch.profiler import profile
 
 from helpers.core.validate import require_choice, require_int
 from helpers.ch03_hardware.compile_timing import INTERNAL_COMPILE_WARNINGS
@@ -81,21 +81,18 @@ def decode_call(model: Decoder, *, batch: int, position: int, path: str = "eager
     return run
 
 
-def matmul_split(calls: Mapping[str, Callable[[], object]], *, repeats: int = 20) -> pd.DataFrame:
-    """Where each step's time goes, per call (ms), from one profile of `repeats` calls per variant: the whole call
-    (a record_function region around it), the self time of its matrix-multiply operators, and everything else
-    (other operators, Inductor's generated kernels, Python and tensor-subclass dispatch, guards). Profiler
-    overhead is included: compare rows, not these with timed latencies."""
-    rows = {}
+def matmul_ms_profiled(calls: Mapping[str, Callable[[], object]], *, repeats: int = 20) -> pd.Series:
+    """Self CPU time per call (ms) of each variant's matrix-multiply operators, from one profile of `repeats` calls.
+
+    The products are a few long kernels, so the profiler's own cost (which grows with the number of operators, and
+    so weighs on an eager step far more than on a compiled one) inflates them little: subtract them from a timed
+    step, not from a profiled one, to get the rest of the step."""
+    found = {}
     for name, call in calls.items():
         call()
         with quiet_profiler_logs(), profile() as prof:
             for _ in range(repeats):
-                with record_function("decode step"):
-                    call()
-        events = prof.events()
-        whole = sum(e.cpu_time_total for e in events if e.name == "decode step") / 1e3 / repeats
-        matmul = sum(e.self_cpu_time_total for e in events if MATMUL_OPERATOR.search(e.name)
-                     and "CompiledFxGraph" not in e.name) / 1e3 / repeats
-        rows[name] = {"whole step (ms)": whole, "matrix products (ms)": matmul, "everything else (ms)": whole - matmul}
-    return pd.DataFrame(rows).T
+                call()
+        found[name] = sum(e.self_cpu_time_total for e in prof.events() if MATMUL_OPERATOR.search(e.name)
+                          and "CompiledFxGraph" not in e.name) / 1e3 / repeats
+    return pd.Series(found, name="matrix products, profiled (ms)")

@@ -20,7 +20,7 @@ from helpers.appA_language_model.batching import (
 from helpers.appA_language_model.corpus import (
     HELD_OUT_EVERY, MODULES, docstring_corpus, module_docstrings, random_windows, text_of, tokens_of,
 )
-from helpers.appA_language_model.decode_step import WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_split
+from helpers.appA_language_model.decode_step import WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_ms_profiled
 from helpers.appA_language_model.exercises import check_cached_tokens, check_ridge_batch, check_step_prediction
 from helpers.appA_language_model.generate import (
     generate_cached, generate_recomputing, generation_clock, generation_report, token_times_s,
@@ -219,10 +219,11 @@ def test_decoder_formats_store_fewer_bytes_and_keep_the_head_tied(tiny):
 def test_decode_call_runs_one_step_at_its_position(tiny):
     run = decode_call(tiny, batch=3, position=5)
     assert run().shape == (3, 1, 256)
-    split = matmul_split({"eager": run}, repeats=2)
-    assert list(split.columns) == ["whole step (ms)", "matrix products (ms)", "everything else (ms)"]
-    assert (split.values > 0).all()
-    assert split["whole step (ms)"].iloc[0] == pytest.approx(split.iloc[0, 1:].sum())
+    wide = decoder_in_format(decoder(DecoderConfig(context=16, width=128, layers=1, heads=2)), "bf16")
+    compiled = decode_call(wide, batch=1, position=4, path="compiled, frozen")
+    products = matmul_ms_profiled({"eager": run, "compiled": compiled}, repeats=2)
+    assert products.name == "matrix products, profiled (ms)"
+    assert products["eager"] > 0 and products["compiled"] > 0  # aten::mm and mkldnn::_linear_pointwise are found
     with pytest.raises(ValueError, match="path"):
         decode_call(tiny, batch=1, position=5, path="jit")
 
