@@ -28,7 +28,7 @@
 # batching shows what a server trades. Every speed-up is measured in interleaved rounds with an interval
 # and a verdict, and every precision change is scored on held-out text.
 #
-# **Estimated time:** ~75 min · **Hardware:** Any CPU (bf16 pays with AVX512-BF16 or AMX); a CUDA GPU adds SDPA's flash and memory-efficient kernels and a CUDA graph of the decode step
+# **Estimated time:** ~75 min · **Hardware:** Any CPU (bf16 pays with AVX512-BF16 or AMX); a CUDA GPU adds the flash and memory-efficient attention kernels and a CUDA graph of the decode step
 
 # %% [markdown]
 # ## Setup
@@ -268,7 +268,7 @@ plot_roofline(roofs, {name: (float(row["FLOP per byte"]), float(row["achieved GF
 # %% [markdown]
 # ### 3.4 The clock a user sees: TTFT and TPOT
 # (Tokens here are bytes. A BPE tokenizer's token is about four bytes of English text, and its vocabulary
-# of 128k to 152k entries makes the head and its logits a large share of a small model's decode step,
+# in recent models (Llama 3: 128k entries, Qwen2.5: 152k) makes the head and its logits a large share of a small model's decode step,
 # which this model's 256-entry head hides.)
 # On the trained model, generating 96 tokens after a 64-byte prompt, with the cache:
 
@@ -332,8 +332,8 @@ report_claim(kv_claim,
 # The cache holds keys and values for every layer and position: layers × 2 × KV heads × head dim ×
 # bytes per value, per token. Ours is tiny. For models people serve, the same formula decides how many
 # tokens (all concurrent requests together) fit beside the weights; **grouped-query attention** (GQA)
-# shares each key-value head among several query heads, which divides the cache by that factor with
-# no change to the weights' size to speak of.
+# shares each key-value head among several query heads, which divides the cache by that factor (and
+# shrinks the key and value projections a little too).
 
 # %%
 cache_here = KVCache(SMALL, batch=1)
@@ -383,9 +383,10 @@ for name, fn in IMPLEMENTATIONS.items():
     print(f"{name}: {', '.join(operators)}")
 
 # %% [markdown]
-# Memory first, since it is exact: the profiler records every allocation and free of one call, so their
-# running total gives the most memory the call held at once (4 heads, 64 channels each, fp32), shown
-# against the size of one score matrix:
+# Memory first, since it is exact: the profiler records what each operator of one call leaves allocated
+# (net of what it frees before returning), so their running total, in order, gives the most memory held
+# between operators (4 heads, 64 channels each, fp32), shown against the size of one score matrix.
+# Scratch an operator frees before it returns is not seen: SDPA's fixed-size tiles per thread.
 
 # %%
 allocated_mb = {name: [operators_and_peak(fn, *attention_cases[n])[1] for n in LENGTHS]
@@ -420,8 +421,8 @@ report_claim(sdpa_claim,
 
 # %% [markdown]
 # The hand-written version's peak grows with the square of the length (it holds more than one score
-# matrix at once), and a long-context model runs 128k positions; SDPA's grows linearly (it holds
-# nothing larger than its output). This is why every serving engine uses a fused attention kernel, and why the
+# matrix at once), and a long-context model runs 128k positions; SDPA's grows linearly (between operators it
+# holds nothing larger than its output, and its scratch tiles are a fixed size per thread). This is why every serving engine uses a fused attention kernel, and why the
 # ones that matter on GPUs (FlashAttention 2 and 3, FlashInfer, cuDNN's) are engineered around
 # memory traffic, not FLOPs.
 
@@ -537,24 +538,24 @@ display(report_claim(decode_claims["bf16"],
                      does_not_hold="bf16 halves the bytes but this CPU converts it in software (no native bf16: "
                                    "chapter 3), or the step here is bound by something other than the weights' bytes."))
 display(report_claim(decode_claims["compile"],
-                     holds="Freezing packs the weights once for oneDNN and the compiled graph fuses the small "
-                           "operations between the matrix products: less work per step than eager's dispatch.",
+                     holds="Freezing packs the weights once for oneDNN: the split below shows the gain sits mostly "
+                           "in the matrix products (their GB/s column; eager rows also carry some profiler overhead).",
                      does_not_hold="At batch 1 the step is the weights' bytes; compile removes dispatch overhead, "
                                    "which is a small share here. Where it pays for generation is a small model or a "
                                    "GPU, where launch overhead dominates (section 8: CUDA graphs)."))
 
 
 def against_bf16_split(variant: str) -> str:
-    """A variant's split (one profile of 20 steps) read against bf16 compiled with freezing: kernel pace, then rest."""
+    """Where a format's step fell short of bf16 compiled with freezing (one profile of 20 steps): its products against
+    an ideal kernel at bf16's pace, and the rest of its step against bf16's rest."""
     mine, bf16 = where_time_goes.loc[variant], where_time_goes.loc["bf16 compiled, frozen"]
-    pace = (f"its matrix products streamed {mine[PACE]:.0f} GB/s of its weights against bf16's "
-            f"{bf16[PACE]:.0f} GB/s")
-    rest = (f"the rest of its step took {mine['rest of the step (ms)']:.2f} ms against bf16's "
-            f"{bf16['rest of the step (ms)']:.2f} ms")
-    if mine[PACE] < 0.8 * bf16[PACE]:
-        return (f"In the split above, {pace}: fewer bytes, read more slowly, so this CPU's kernel for the format is "
-                f"where the gain went ({rest}).")
-    return f"In the split above, {pace}, keeping up its pace; {rest}: the path the format runs on gave back the gain."
+    ideal_ms = mine["products' weights (MB)"] / bf16[PACE]
+    kernel_loss = mine["matrix products, profiled (ms)"] - ideal_ms
+    rest_growth = mine["rest of the step (ms)"] - bf16["rest of the step (ms)"]
+    return (f"In the split above its matrix products streamed {mine[PACE]:.0f} GB/s against bf16's {bf16[PACE]:.0f}: "
+            f"against a kernel at bf16's pace ({ideal_ms:.2f} ms) they lost {kernel_loss:+.2f} ms, and the rest of "
+            f"its step took {rest_growth:+.2f} ms more than bf16's. (An eager row's products carry some profiler "
+            "overhead, so its pace is if anything understated.)")
 
 
 display(report_claim(decode_claims["int8"],
@@ -565,7 +566,9 @@ report_claim(decode_claims["int4"],
              holds="A quarter of bf16's bytes per weight, read by the packed int4 kernel: batch 1 is the case "
                    "weight-only quantization is made for, and it pays even against bf16 at its best.",
              does_not_hold="int4 reads a quarter of bf16's bytes, but against bf16 compiled with freezing the gain "
-                           "falls short of 1.5x here. " + against_bf16_split("int4 weight-only eager"))
+                           "falls short of 1.5x here. " + against_bf16_split("int4 weight-only eager"),
+             inconclusive="int4 gained against bf16 at its best, but whether by 1.5x this run cannot tell. "
+                          + against_bf16_split("int4 weight-only eager"))
 # %% [markdown]
 # Read the verdicts above as chapter 6's rule, applied to generation: weight-only quantization is a
 # decode-at-small-batch technique (bf16 is not only that: on a CPU with native bf16 its matrix products
@@ -633,7 +636,8 @@ report_claim(int4_at_64_claim,
 # every step. In 7.1 that already showed at a short context, because the model is small and has no GQA;
 # for the models people serve, at the contexts they run, the cache is most of the bytes. The memory's bound on decode for Llama 3.1 8B in bf16 on
 # one H100 SXM (3.35 TB/s), from the shapes alone (the cache's share of each step's bytes, and the tokens
-# per second the bandwidth allows; empty where the weights and the caches do not fit in its 80 GB):
+# per second the bandwidth allows, counting every parameter as read, the input embedding too, so slightly
+# low; "does not fit" where the weights and the caches exceed its 80 GB):
 
 # %% tags=["nbval-ignore-output"]
 llama3 = SERVED_MODELS[1]
@@ -643,9 +647,8 @@ H100_GB = 80
 def served_row(batch: int, context: int) -> dict:
     """Cache share and the bandwidth's bound on tokens/s; no bound where weights and caches exceed the GPU."""
     fits = llama3.decode_step_bytes(batch=batch, context=context) <= H100_GB * 1e9
-    return {"batch": batch, "context": context,
-            "cache share of bytes": 1 - llama3.decode_step_bytes(batch=batch, context=0)
-            / llama3.decode_step_bytes(batch=batch, context=context),
+    share = 1 - llama3.decode_step_bytes(batch=batch, context=0) / llama3.decode_step_bytes(batch=batch, context=context)
+    return {"batch": batch, "context": context, "cache share of bytes": share if fits else None,
             "tokens/s bound": llama3.decode_tokens_per_s_bound(batch=batch, context=context,
                                                                bandwidth_tbps=H100_SXM_TBPS) if fits else None}
 
@@ -806,7 +809,8 @@ print("; ".join(f"{name}: {fp32_ms / batch1[name].round_median_ms:.2f}x" for nam
 # %% [markdown]
 # So the corrected advice for generation: quantize the weights where decode reads them at small batches,
 # in a format whose kernel turns fewer bytes into less time on your hardware (measure it, as above).
-# At large batches a weight-only format saves little time on this CPU, but it still buys capacity: smaller
+# At large batches a weight-only format saves no time on this CPU and can cost it (section 7.1's int4 row
+# at batch 64; chapter 6's int8 at batch 128), but it still buys capacity: smaller
 # weights and an 8-bit cache leave memory for more sequences, which is how serving engines use them; on
 # GPUs, 4-bit weight kernels (Marlin and its successors) keep their speed-up up to moderate batches, and
 # past that, formats that quantize the activations too (int8 or fp8 dynamic, chapter 6) are the ones
@@ -819,7 +823,7 @@ print("; ".join(f"{name}: {fp32_ms / batch1[name].round_median_ms:.2f}x" for nam
 # Predict how many milliseconds one decode step of the 768-wide model in bf16 takes at batch 1 if all it
 # did was read its weights at this machine's read roof (section 3.1). You need the number of weights
 # that multiply every position (`matrix_weights(WIDE_CONFIG)`) and the bytes each takes. Then compare
-# your prediction with the measured bf16 step in 6.2, and list for yourself what else the step does.
+# your prediction with the measured "bf16 eager" step in 6.2, and list for yourself what else it does.
 
 # %%
 predicted_step_ms = ...  # your prediction, in ms
@@ -831,10 +835,13 @@ bf16_weight_bytes = 2 * matrix_weights(WIDE_CONFIG)
 streaming_ms = bf16_weight_bytes / (roofs.read_gbps * 1e9) * 1e3
 check_step_prediction("Exercise 1", streaming_ms, config=WIDE_CONFIG, roofs=roofs)
 measured_bf16_ms = batch1["bf16 eager"].round_median_ms
-print(f"streaming the weights alone: {streaming_ms:.2f} ms; measured bf16 step: {measured_bf16_ms:.2f} ms "
-      f"({streaming_ms / measured_bf16_ms:.0%} of it). The rest: the LayerNorms, GELU, attention and cache writes as "
-      "separate small operations (the profile split in 6.2), one-row products that stream memory less well than "
-      "a sum, and a read roof that is partly a cache's (section 3.1's note), so the true bound is slower.")
+eager_split = where_time_goes.loc["bf16 eager"]
+print(f"streaming the weights alone: {streaming_ms:.2f} ms; measured bf16 eager step: {measured_bf16_ms:.2f} ms "
+      f"({streaming_ms / measured_bf16_ms:.0%} of it). Most of the gap is the products themselves: one-row products "
+      f"that streamed {eager_split[PACE]:.0f} GB/s ({eager_split['matrix products, profiled (ms)']:.2f} ms) against "
+      f"the sum's {roofs.read_gbps:.0f} GB/s; the rest of the step (LayerNorms, GELU, attention, cache writes, "
+      f"dispatch) took {eager_split['rest of the step (ms)']:.2f} ms. And the read roof is partly a cache's (section "
+      "3.1's note), so the true bound is slower still.")
 
 # %% [markdown]
 # ### Exercise 2: how many tokens fit?
@@ -861,7 +868,9 @@ print(f"{free_bytes / 1e9:.1f} GB free / {per_token / 1024:.0f} KiB per token = 
 # ### Exercise 3: the batch at the ridge
 # A decode step at batch $B$ does about $2B$ FLOPs per weight and reads each weight once. At what batch
 # does a bf16 decode step's FLOPs per byte reach the ridge of bf16's own compute roof (`bf16_gflops`)
-# against the read roof (`roofs.read_gbps`), both measured in section 3.1? Predict it, then compare with the step times of 7.1.
+# against the read roof (`roofs.read_gbps`), both measured in section 3.1? Count the weights only (the
+# cache, 7.1's last column, adds bytes but few FLOPs, so it moves the ridge to a larger batch). Predict
+# it, then compare with the step times of 7.1.
 
 # %%
 ridge_batch = ...  # your batch size (a real number is fine)

@@ -53,8 +53,9 @@ def score_matrix_bytes(positions: int, *, heads: int = 4, batch: int = 1, bytes_
 
 
 def operators_and_peak(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> tuple[tuple[str, ...], float]:
-    """The attention and softmax operators one call ran (fused kernels by name), and the peak MB it held allocated:
-    the running total of the profiler's allocation and free records, in the order they happened."""
+    """The attention and softmax operators one call ran (fused kernels by name), and the peak MB held between them:
+    the running total, in order, of what each operator left allocated (scratch an operator frees before returning,
+    such as SDPA's per-thread tiles, is not seen)."""
     with quiet_profiler_logs(), profile(profile_memory=True) as prof:
         fn(*inputs)
     events = sorted(prof.events(), key=lambda event: event.time_range.start)

@@ -53,13 +53,13 @@ def plot_decode_against_bytes(weight_mb: Sequence[float], step_ms: Sequence[floa
 
 def plot_attention(lengths: Sequence[int], time_ms: Mapping[str, Sequence[float]],
                    allocated_mb: Mapping[str, Sequence[float]], *, hardware: str) -> Figure:
-    """Time and the peak memory held during one call of each attention implementation against sequence length."""
+    """Time and the peak memory held between operators of one call of each attention implementation against sequence length."""
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     axes = fig.subplots(1, 2)
     for name, color in zip(time_ms, (BASELINE_COLOR, VARIANT_COLOR)):
         axes[0].plot(lengths, time_ms[name], "o-", color=color, label=name)
         axes[1].plot(lengths, allocated_mb[name], "o-", color=color, label=name)
-    for ax, label in zip(axes, ("ms per call", "peak MB held during one call")):
+    for ax, label in zip(axes, ("ms per call", "peak MB held between operators")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length (positions)")
