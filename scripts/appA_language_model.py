@@ -788,7 +788,8 @@ generation_widget
 # ## 10. What the source article does not cover
 # The article has no section on transformers, attention or text generation. Its one sentence on
 # quantization says that int8 weights "significantly reduce model size and inference time" (section
-# 6.2 of the article; its code, `quantize_dynamic(..., dtype=torch.quint8)`, raises today: chapter 6).
+# 6.2 of the article; its dynamic-quantization call raises today with the dtype it passes: chapter 6
+# quotes it as a mistake and shows the current call).
 # For generation the size half is true by construction and the time half depends on the phase and the
 # batch. This run's verdicts on the decode step:
 
