@@ -18,7 +18,7 @@ from IPython.display import Markdown
 from helpers.core.claims import BOOTSTRAP_MIN_ROUNDS
 from helpers.core.hardware import HardwareReport
 from helpers.core.validate import require_choice, require_instance
-from helpers.support.ledger import COURSE_NOTEBOOKS, LedgerEntry, part_label
+from helpers.support.ledger import LedgerEntry, appendix_letter
 
 # "generation": Appendix A's results on a language model, a group of their own (its baselines are decode steps)
 GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy", "generation")
@@ -381,18 +381,13 @@ def _checked(entries: Sequence[Mapping | LedgerEntry], hardware: HardwareReport)
 
 def chapter_key(number: object) -> int | str:
     """The chapter column's value: the chapter's number, or an appendix's letter ('A')."""
-    if int(number) not in COURSE_NOTEBOOKS:
-        return int(number)
-    label = part_label(int(number))
-    return label.split()[-1] if label.startswith("Appendix") else int(number)
+    return appendix_letter(int(number)) or int(number)
 
 
 def part_words(number: object) -> str:
     """'chapter 3' or 'Appendix A', inside a sentence."""
-    if int(number) not in COURSE_NOTEBOOKS:
-        return f"chapter {int(number)}"
-    label = part_label(int(number))
-    return label if label.startswith("Appendix") else label.lower()
+    letter = appendix_letter(int(number))
+    return f"Appendix {letter}" if letter else f"chapter {int(number)}"
 
 
 def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> dict:

@@ -44,13 +44,17 @@ COURSE_NOTEBOOKS = {
 APPENDIX_PREFIX = "app"
 
 
+def appendix_letter(number: int) -> str | None:
+    """'A' for an appendix's ledger number; None for a chapter, or a number the course does not list."""
+    stem = Path(COURSE_NOTEBOOKS.get(number, "")).stem
+    return stem[len(APPENDIX_PREFIX)] if stem.startswith(APPENDIX_PREFIX) else None
+
+
 def part_label(number: int) -> str:
     """What a reader calls the part of the course with this ledger number: 'Chapter 3' or 'Appendix A'."""
     require_choice("number", require_int("number", number, minimum=1), COURSE_NOTEBOOKS)
-    stem = Path(COURSE_NOTEBOOKS[number]).stem
-    if stem.startswith(APPENDIX_PREFIX):
-        return f"Appendix {stem[len(APPENDIX_PREFIX)]}"
-    return f"Chapter {number}"
+    letter = appendix_letter(number)
+    return f"Appendix {letter}" if letter else f"Chapter {number}"
 
 
 def ledger_path() -> Path:
