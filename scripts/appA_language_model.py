@@ -500,7 +500,7 @@ where_time_goes["products' weights (MB)"] = pd.Series(product_mb)
 PACE = "products' GB/s"
 where_time_goes[PACE] = where_time_goes["products' weights (MB)"] / where_time_goes["matrix products, profiled (ms)"]
 where_time_goes["operators"] = [operators_ran[name] for name in variants]
-del batch1_calls, wide_formats["fp32"], WIDE  # the compiled steps (the frozen one holds packed weights) and fp32
+del batch1_calls, wide_formats["fp32"], wide_formats["int8 weight-only"], WIDE  # compiled steps, fp32, int8
 torch._dynamo.reset()  # and the compiled graphs Dynamo keeps for them
 release_freed_memory()
 where_time_goes.round(2)
