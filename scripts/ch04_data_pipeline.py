@@ -1284,8 +1284,8 @@ prediction_table.round(2)
 # count. The check refuses a pair section 6 ran (its rate is in the table), trains your
 # pair and the fastest of section 6's decoding rows (it picks that row itself, and does not print it)
 # in 8 alternating rounds, each timed over 16 batches after both loaders' head start, and passes when
-# your prediction is within 30% of the rate your pair measured. It also says how your pair compared
-# with the fastest: was it worth trying?
+# your prediction is within 30% of the rate your pair measured. It also judges a claim, with its
+# interval and verdict: your pair's rate is at least the fastest's. Was it worth trying?
 
 # %%
 my_prediction = ...  # images/s you expect your choice to train at

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from helpers.core.claims import paired_ratio
+from helpers.core.claims import make_claim, paired_ratio
 from helpers.core.validate import require_int, require_number
 from helpers.support.checks import FAIL, PASS, TODO, Verdict, announce, is_close
 from helpers.ch04_data_pipeline.loading import make_loader, measure_training, prefetched_batches
@@ -65,7 +65,7 @@ def check_pipeline_choice(exercise: str, num_workers: object, training_threads: 
     """Train with a (num_workers, training threads) pair that `configurations` did not run, and with the fastest
     of them (by its median in `measured`, chosen here and never printed), in alternating rounds, each timed over
     the same `timed_batches` batches after both loaders' head start; pass when the prediction is within
-    `tolerance` of the measured rate, and say how the choice compares with the fastest."""
+    `tolerance` of the measured rate, and judge the claim that the choice's rate is at least the fastest one's."""
     if any(answer is None or answer is Ellipsis for answer in (num_workers, training_threads, predicted_rate)):
         return announce(TODO, exercise, "not answered yet: replace the three `...` with your prediction and your "
                         "choice, then re-run this cell.", False)
@@ -97,12 +97,14 @@ def check_pipeline_choice(exercise: str, num_workers: object, training_threads: 
                          f"{len(loaders['your choice'])}: choose fewer workers")
     rates = measure_training(loaders, model, device=device, rounds=rounds, max_batches=skip + timed_batches,
                              num_threads={"your choice": training_threads, "fastest measured": fastest[1]})
-    ratio = paired_ratio(rates["fastest measured"], rates["your choice"], higher_is_better=True)
+    worth_it = make_claim(4, "your_pipeline_at_least_the_fastest", "Your pair's training rate is at least that "
+                          "of the fastest pipeline section 6 ran, in the same rounds.", threshold=1.0,
+                          hardware="this machine", ratio=paired_ratio(rates["fastest measured"], rates["your choice"], higher_is_better=True))
     rate = statistics.median(rates["your choice"])
     error = predicted_rate / rate - 1
     result = (f"{num_workers} worker(s) and {training_threads} training thread(s) trained at {rate:.0f} images/s; "
-              f"you predicted {predicted_rate:.0f} ({error:+.0%}). Against the fastest pipeline section 6 ran, in "
-              f"the same rounds: {ratio} ({ratio.gain}).")
+              f"you predicted {predicted_rate:.0f} ({error:+.0%}). Claim: {worth_it.statement} Measured: "
+              f"{worth_it.sentence()}.")
     if abs(error) > tolerance:
         return announce(FAIL, exercise, f"{result} The prediction is more than {tolerance:.0%} off: combine the "
                         "rates you used (the loader's, the step's) the way Exercise 1 does, from one call, and count "

@@ -427,6 +427,8 @@ def test_pipeline_choice_check_measures_and_never_names_the_fastest(digits_root,
     check_pipeline_choice("E", 1, 1, 500.0, **common)  # a new pair, really trained beside the fastest
     out = capsys.readouterr().out
     assert "range of 5 rounds" in out and "you predicted 500" in out
+    assert "against a threshold of at least 1x: " in out  # the comparison with the fastest is a claim with its verdict
+    assert any(f"at least 1x: {verdict}." in out for verdict in ("holds", "does not hold here", "inconclusive"))
     assert "(0, 1)" not in out and "fast" not in out.replace("fastest", "")
     with pytest.raises(ValueError, match="num_workers"):
         check_pipeline_choice("E", -1, 1, 500.0, **common)
