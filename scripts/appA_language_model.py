@@ -65,6 +65,7 @@ from helpers.appA_language_model.decode_step import (  # first: it quietens torc
     WEIGHT_FORMATS, decode_call, decoder_in_format, matmul_ms_profiled,
 )
 from helpers.core.claims import make_claim, paired_ratio, report_claim, timing_ratio
+from helpers.core.cost import count_parameters
 from helpers.core.hardware import last_level_cache_bytes
 from helpers.core.memory import release_freed_memory
 from helpers.core.measure import measure_interleaved, timing_table
@@ -74,7 +75,8 @@ from helpers.support.ledger import ledger_table, make_entry, record_chapter
 from helpers.support.plots import plot_roofline
 from helpers.support.source import show_source
 from helpers.support.widgets import live_control
-from helpers.ch06_compression.weight_only import matmul_operators, weight_bytes
+from helpers.ch03_hardware.gpu import cuda_graph_replay
+from helpers.ch06_compression.weight_only import FAST_PATHS, matmul_operators, weight_bytes
 from helpers.appA_language_model.attention import (
     IMPLEMENTATIONS, attention_by_hand, attention_inputs, operators_and_peak, score_matrix_bytes,
 )
@@ -148,7 +150,7 @@ show_source(KVCache.store)
 SMALL = DecoderConfig(context=256, width=128, layers=4, heads=4)
 RECIPE = Recipe(steps=200, batch=16, length=128, learning_rate=3e-3)
 small, losses, from_cache = trained_decoder(SMALL, corpus, RECIPE)
-print(f"{sum(p.numel() for p in small.parameters()):,} parameters; "
+print(f"{count_parameters(small):,} parameters; "
       f"{'loaded from the cache' if from_cache else f'trained {RECIPE.steps} steps'}; "
       f"training loss {losses[0]:.2f} -> {sum(losses[-20:]) / 20:.2f} nats per byte (mean of the last 20 steps)")
 
@@ -475,14 +477,14 @@ quality.round(4)
 # quantized copy is made just before its own compile, so that fewer copies share memory with a compile.
 
 # %% tags=["nbval-ignore-output"]
-wide_formats = {"fp32": WIDE, "bf16": decoder_in_format(WIDE, "bf16")}
-batch1_calls = {"fp32 eager": decode_call(wide_formats["fp32"], batch=1, position=POSITION),
-                "bf16 eager": decode_call(wide_formats["bf16"], batch=1, position=POSITION),
-                "bf16 compiled, frozen": decode_call(wide_formats["bf16"], batch=1, position=POSITION,
-                                                     path="compiled, frozen")}
-for fmt, path in (("int8 weight-only", "compiled"), ("int4 weight-only", "eager")):
-    wide_formats[fmt] = decoder_in_format(WIDE, fmt)
-    batch1_calls[f"{fmt} {path}"] = decode_call(wide_formats[fmt], batch=1, position=POSITION, path=path)
+batch1_variants = [("fp32", "eager"), ("bf16", "eager")] + [(fmt, FAST_PATHS[fmt]) for fmt in WEIGHT_FORMATS[1:]]
+wide_formats, batch1_calls, format_of = {"fp32": WIDE}, {}, {}
+for fmt, path in batch1_variants:
+    if fmt not in wide_formats:
+        wide_formats[fmt] = decoder_in_format(WIDE, fmt)
+    label = f"{fmt} {path}"
+    batch1_calls[label] = decode_call(wide_formats[fmt], batch=1, position=POSITION, path=path)
+    format_of[label] = fmt
 batch1 = measure_interleaved(batch1_calls, rounds=8, min_run_time=1.2)
 timing_table(batch1, baseline="bf16 compiled, frozen")
 
@@ -494,8 +496,7 @@ where_time_goes = pd.DataFrame({"timed step (ms)": [batch1[name].round_median_ms
 where_time_goes["matrix products, profiled (ms)"] = matmul_ms_profiled({name: batch1_calls[name] for name in variants})
 where_time_goes["rest of the step (ms)"] = (where_time_goes["timed step (ms)"]
                                             - where_time_goes["matrix products, profiled (ms)"])
-product_mb = {name: weight_bytes(wide_formats[name.split(" eager")[0].split(" compiled")[0]].blocks) / 1e6
-              for name in variants}
+product_mb = {name: weight_bytes(wide_formats[format_of[name]].blocks) / 1e6 for name in variants}
 where_time_goes["products' weights (MB)"] = pd.Series(product_mb)
 PACE = "products' GB/s"
 where_time_goes[PACE] = where_time_goes["products' weights (MB)"] / where_time_goes["matrix products, profiled (ms)"]
@@ -553,8 +554,9 @@ def against_bf16_split(variant: str) -> str:
     kernel_loss = mine["matrix products, profiled (ms)"] - ideal_ms
     rest_growth = mine["rest of the step (ms)"] - bf16["rest of the step (ms)"]
     return (f"In the split above its matrix products streamed {mine[PACE]:.0f} GB/s against bf16's {bf16[PACE]:.0f}: "
-            f"against a kernel at bf16's pace ({ideal_ms:.2f} ms) they lost {kernel_loss:+.2f} ms, and the rest of "
-            f"its step took {rest_growth:+.2f} ms more than bf16's. (An eager row's products carry some profiler "
+            f"against a kernel at bf16's pace ({ideal_ms:.2f} ms) they {'lost' if kernel_loss >= 0 else 'gained'} "
+            f"{abs(kernel_loss):.2f} ms, and the rest of its step took {abs(rest_growth):.2f} ms "
+            f"{'more' if rest_growth >= 0 else 'less'} than bf16's. (An eager row's products carry some profiler "
             "overhead, so its pace is if anything understated.)")
 
 
@@ -743,20 +745,14 @@ if torch.cuda.is_available():
     with torch.no_grad():
         gpu_model(prompt.cuda(), gpu_cache)
         gpu_token, gpu_position = prompt[:, -1:].cuda(), torch.tensor([prompt.shape[1]], device="cuda")
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                gpu_model.decode_at(gpu_token, gpu_cache, gpu_position)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            graph_logits = gpu_model.decode_at(gpu_token, gpu_cache, gpu_position)
-        eager_logits = gpu_model.decode_at(gpu_token, gpu_cache, gpu_position)
-        graph.replay()
-        print("graph replay matches eager:", torch.allclose(graph_logits, eager_logits, atol=1e-2))
-        gpu_step = measure_interleaved({"eager": lambda: gpu_model.decode_at(gpu_token, gpu_cache, gpu_position),
-                                        "CUDA graph": graph.replay}, rounds=5, min_run_time=1.0)
+
+        def eager_step(token: torch.Tensor) -> torch.Tensor:
+            return gpu_model.decode_at(token, gpu_cache, gpu_position)
+
+        graph_step = cuda_graph_replay(eager_step, gpu_token)  # chapter 3's capture: warm-up on a side stream
+        print("graph replay matches eager:", torch.allclose(graph_step(gpu_token), eager_step(gpu_token), atol=1e-2))
+        gpu_step = measure_interleaved({"eager": lambda: eager_step(gpu_token),
+                                        "CUDA graph": lambda: graph_step(gpu_token)}, rounds=5, min_run_time=1.0)
     display(timing_table(gpu_step, baseline="eager"))
 else:
     print("No CUDA GPU here: the CUDA graph of the decode step is not captured.")

@@ -52,11 +52,6 @@ class Schedule:
         """Generated tokens per second over the whole run."""
         return sum(self.lengths) / self.total_ms * 1e3
 
-    @property
-    def mean_latency_ms(self) -> float:
-        """Mean time from the start until a request's last token (every request arrives at time 0)."""
-        return float(np.mean(self.finish_ms))
-
     def latency_percentile_ms(self, percent: float) -> float:
         """A percentile of the time from the start until a request's last token."""
         return float(np.percentile(self.finish_ms, percent))

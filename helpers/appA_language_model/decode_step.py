@@ -20,7 +20,8 @@ from torch.profiler import profile
 
 from helpers.core.validate import require_choice, require_int
 from helpers.ch03_hardware.compile_timing import INTERNAL_COMPILE_WARNINGS
-from helpers.ch06_compression.weight_only import MATMUL_OPERATOR, quantization_config  # first: quietens torchao
+from helpers.ch06_compression.weight_only import (  # first: quietens torchao
+    FAST_PATHS, MATMUL_OPERATOR, quantization_config)
 from helpers.support.logs import quiet_profiler_logs
 from torchao.quantization import quantize_
 from helpers.appA_language_model.model import VOCAB, Decoder, KVCache
@@ -50,7 +51,7 @@ def decoder_in_format(model: Decoder, weight_format: str) -> Decoder:
     return copied.eval()
 
 
-PATHS = ("eager", "compiled", "compiled, frozen")  # chapter 6's FAST_PATHS names
+PATHS = tuple(dict.fromkeys(("eager", *FAST_PATHS.values())))  # eager, and chapter 6's fast paths on a CPU
 
 
 def decode_call(model: Decoder, *, batch: int, position: int, path: str = "eager") -> Callable[[], torch.Tensor]:

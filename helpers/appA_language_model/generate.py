@@ -3,15 +3,14 @@ cache), and the clock of each step: time to first token, time per output token, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from helpers.core.measure import synchronize
-from helpers.core.validate import require_int
+from helpers.core.measure import synchronized_clock
+from helpers.core.validate import require_choice, require_int
 from helpers.appA_language_model.model import Decoder, KVCache
 
 
@@ -66,11 +65,10 @@ def token_times_s(generate: Callable, model: Decoder, prompt: torch.Tensor, new_
     require_int("repeats", repeats, minimum=1)
     runs = []
     for _ in range(repeats):
-        stamps = [time.perf_counter()]
+        stamps = [synchronized_clock()]
 
         def stamp() -> None:
-            synchronize()
-            stamps.append(time.perf_counter())
+            stamps.append(synchronized_clock())
 
         generate(model, prompt, new_tokens, on_token=stamp)
         runs.append(np.diff(stamps))
@@ -103,8 +101,7 @@ def generation_report(models: Mapping[str, Decoder], *, prompt_tokens: int, batc
     without the cache; return the time to first token, time per output token and tokens per second as a line."""
     require_int("prompt_tokens", prompt_tokens, minimum=1)
     require_int("batch", batch, minimum=1)
-    if precision not in models:
-        raise ValueError(f"precision must be one of {sorted(models)}, got {precision!r}")
+    require_choice("precision", precision, models)
     model = models[precision]
     prompt = torch.randint(0, 256, (batch, prompt_tokens), generator=torch.Generator().manual_seed(0))
     _check(model, prompt, new_tokens)

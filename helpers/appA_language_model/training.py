@@ -133,11 +133,6 @@ def agreement(model: Decoder, reference: Decoder, data: torch.Tensor, *, length:
     return (model(inputs).argmax(-1) == reference(inputs).argmax(-1)).float().mean().item()
 
 
-def perplexity(loss_nats: float) -> float:
-    """Perplexity per byte from a cross-entropy in nats."""
-    return math.exp(require_number("loss_nats", loss_nats, minimum=0))
-
-
 def bits_per_byte(loss_nats: float) -> float:
     """Bits per byte from a cross-entropy in nats (8 bits: a model that knows nothing about the text)."""
     return require_number("loss_nats", loss_nats, minimum=0) / math.log(2)

@@ -72,8 +72,10 @@ def compare_tf32_matmul(size: int = 4096) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("precision")
 
 
-def cuda_graph_replay(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Capture one inference call of model into a CUDA graph; return a function that runs it on a new input.
+def cuda_graph_replay(model: Callable[[torch.Tensor], torch.Tensor],
+                      example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Capture one inference call of model (a module or a function of one tensor) into a CUDA graph; return a
+    function that runs it on a new input.
 
     The graph reads its input from one fixed buffer, so each call copies the new input there (part of
     the price of a replay), replays the recorded kernels, and returns the graph's fixed output buffer.

@@ -18,7 +18,7 @@ from IPython.display import Markdown
 from helpers.core.claims import BOOTSTRAP_MIN_ROUNDS
 from helpers.core.hardware import HardwareReport
 from helpers.core.validate import require_choice, require_instance
-from helpers.support.ledger import LedgerEntry, appendix_letter
+from helpers.support.ledger import LedgerEntry, appendix_letter, part_label
 
 # "generation": Appendix A's results on a language model, a group of their own (its baselines are decode steps)
 GOALS = ("latency", "throughput", "memory", "size", "communication", "accuracy", "generation")
@@ -384,12 +384,6 @@ def chapter_key(number: object) -> int | str:
     return appendix_letter(int(number)) or int(number)
 
 
-def part_words(number: object) -> str:
-    """'chapter 3' or 'Appendix A', inside a sentence."""
-    letter = appendix_letter(int(number))
-    return f"Appendix {letter}" if letter else f"chapter {int(number)}"
-
-
 def _row(entry: Mapping, hardware: HardwareReport, here: Sequence[Mapping]) -> dict:
     """One result as a row of the guide's table."""
     technique = technique_of(entry)
@@ -435,8 +429,9 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
     else:
         technique = technique_of(first)
         effort, risk = _with_prerequisites(technique)
+        part = part_label(int(first["chapter"]), in_sentence=True)
         pick = (f"{technique.words} ({effort}; accuracy risk: {risk}): {ratio_text(first)} "
-                f"against {against(first)} ({part_words(first['chapter'])}; {reading(first)})")
+                f"against {against(first)} ({part}; {reading(first)})")
     name = goal.capitalize() if goal != "other" else "Other results"
     return f"- **{name}**. *Try first*: {pick}. Readings: {counts}."
 
@@ -444,7 +439,8 @@ def _goal_line(entries: Sequence[Mapping], goal: str) -> str | None:
 def _combination_line(entry: Mapping) -> str:
     """One combination, listed apart and never ranked against single techniques."""
     technique = technique_of(entry)
-    return (f"- *Combination* ({technique.goal}, {part_words(entry['chapter'])}): {technique.words}: {ratio_text(entry)} "
+    part = part_label(int(entry["chapter"]), in_sentence=True)
+    return (f"- *Combination* ({technique.goal}, {part}): {technique.words}: {ratio_text(entry)} "
             f"against {against(entry)}; {reading(entry)}.")
 
 

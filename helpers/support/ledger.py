@@ -50,11 +50,12 @@ def appendix_letter(number: int) -> str | None:
     return stem[len(APPENDIX_PREFIX)] if stem.startswith(APPENDIX_PREFIX) else None
 
 
-def part_label(number: int) -> str:
-    """What a reader calls the part of the course with this ledger number: 'Chapter 3' or 'Appendix A'."""
+def part_label(number: int, *, in_sentence: bool = False) -> str:
+    """What a reader calls the part of the course with this ledger number: 'Chapter 3' ('chapter 3' inside a
+    sentence) or 'Appendix A'."""
     require_choice("number", require_int("number", number, minimum=1), COURSE_NOTEBOOKS)
     letter = appendix_letter(number)
-    return f"Appendix {letter}" if letter else f"Chapter {number}"
+    return f"Appendix {letter}" if letter else f"{'chapter' if in_sentence else 'Chapter'} {number}"
 
 
 def ledger_path() -> Path:

@@ -32,7 +32,7 @@ from helpers.appA_language_model.token_costs import (
     SERVED_MODELS, ServedModel, decode_cost, matrix_weights, prefill_cost,
 )
 from helpers.appA_language_model.training import (
-    Recipe, agreement, bits_per_byte, paired_loss_change, learning_rate_at, perplexity, recipe_key, train_decoder, trained_decoder,
+    Recipe, agreement, bits_per_byte, paired_loss_change, learning_rate_at, recipe_key, train_decoder, trained_decoder,
     validation_loss, validation_windows,
 )
 
@@ -167,7 +167,6 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 
 def test_quality_units():
     assert bits_per_byte(math.log(256)) == pytest.approx(8)
-    assert perplexity(math.log(5)) == pytest.approx(5)
     with pytest.raises(ValueError):
         Recipe(steps=0)
 

@@ -27,6 +27,7 @@ FIELDS = {"chapter", "technique", "metric", "unit", "baseline", "optimized", "sp
 
 def test_a_part_of_the_course_is_named_as_a_chapter_or_an_appendix():
     assert (part_label(1), part_label(8), part_label(9)) == ("Chapter 1", "Chapter 8", "Appendix A")
+    assert (part_label(3, in_sentence=True), part_label(9, in_sentence=True)) == ("chapter 3", "Appendix A")
     assert (appendix_letter(9), appendix_letter(3), appendix_letter(10)) == ("A", None, None)
     with pytest.raises(ValueError, match=r"number must be one of 1, 2, .*8, 9; got 10"):
         part_label(10)
